@@ -1,0 +1,108 @@
+"""Pooling methods: reduce packed hidden states ``(N, C)`` to one row per sequence, or keep tokens.
+
+Each method declares the tasks it supports (vLLM's pooler design); the task adapter picks one.
+Sequences arrive packed (``poolkit.batch.PackedBatch``); ``batch.skip`` leading tokens of a
+sequence (an excluded prompt) are left out of MEAN/MAX.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from poolkit.batch import PackedBatch
+
+
+class PoolingMethod:
+    """Base class. ``__call__`` returns ``(B, C)`` for sequence methods, a list of ``(L_i, C)`` for token methods."""
+
+    supported_tasks: frozenset[str] = frozenset()
+    name = "?"
+
+    def __call__(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor | list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tasks={sorted(self.supported_tasks)})"
+
+
+SEQUENCE_TASKS = frozenset({"embed", "classify", "score"})
+TOKEN_TASKS = frozenset({"token_embed", "token_classify"})
+
+
+def _pool_mask(batch: PackedBatch) -> torch.Tensor | None:
+    """``(N,)`` True where a token counts for MEAN/MAX; None when every token does."""
+    if not batch.skip or not any(batch.skip):
+        return None
+    skip = torch.tensor(batch.skip, device=batch.device).repeat_interleave(torch.tensor(batch.lengths, device=batch.device))
+    return batch.positions >= skip
+
+
+class CLSPool(PoolingMethod):
+    """The first token of each sequence ([CLS] for BERT)."""
+
+    name, supported_tasks = "CLS", SEQUENCE_TASKS
+
+    def __call__(self, hidden, batch):
+        return hidden[batch.cu_seqlens[:-1]]
+
+
+class LastPool(PoolingMethod):
+    """The last token of each sequence (decoder embedders: the end-of-text token)."""
+
+    name, supported_tasks = "LAST", SEQUENCE_TASKS
+
+    def __call__(self, hidden, batch):
+        return hidden[batch.cu_seqlens[1:] - 1]
+
+
+class MeanPool(PoolingMethod):
+    """Mean over the tokens of each sequence (Sentence Transformers' ``pooling_mode_mean_tokens``)."""
+
+    name, supported_tasks = "MEAN", SEQUENCE_TASKS
+
+    def __call__(self, hidden, batch):
+        seq = batch.seq_ids
+        mask = _pool_mask(batch)
+        weights = torch.ones_like(seq, dtype=hidden.dtype) if mask is None else mask.to(hidden.dtype)
+        sums = hidden.new_zeros(len(batch.lengths), hidden.shape[1]).index_add_(0, seq, hidden * weights[:, None])
+        counts = hidden.new_zeros(len(batch.lengths)).index_add_(0, seq, weights)
+        return sums / counts.clamp(min=1e-9)[:, None]
+
+
+class MaxPool(PoolingMethod):
+    """Element-wise max over the tokens of each sequence (``pooling_mode_max_tokens``)."""
+
+    name, supported_tasks = "MAX", SEQUENCE_TASKS
+
+    def __call__(self, hidden, batch):
+        mask = _pool_mask(batch)
+        if mask is not None:
+            hidden = hidden.masked_fill(~mask[:, None], -1e9)  # as Sentence Transformers masks
+        index = batch.seq_ids[:, None].expand_as(hidden)
+        out = hidden.new_full((len(batch.lengths), hidden.shape[1]), float("-inf"))
+        return out.scatter_reduce_(0, index, hidden, reduce="amax", include_self=True)
+
+
+class AllPool(PoolingMethod):
+    """Every token of each sequence: one ``(L_i, C)`` tensor per sequence."""
+
+    name, supported_tasks = "ALL", TOKEN_TASKS
+
+    def __call__(self, hidden, batch):
+        return list(hidden.split(batch.lengths))
+
+
+class StepPool(PoolingMethod):
+    """Tokens equal to ``step_tag_id`` only (process reward models); every token when it is None."""
+
+    name, supported_tasks = "STEP", frozenset({"token_classify"})
+
+    def __init__(self, step_tag_id: int | None = None) -> None:
+        self.step_tag_id = step_tag_id
+
+    def __call__(self, hidden, batch):
+        per_seq = hidden.split(batch.lengths)
+        if self.step_tag_id is None:
+            return list(per_seq)
+        ids = batch.input_ids.split(batch.lengths)
+        return [h[i == self.step_tag_id] for h, i in zip(per_seq, ids)]

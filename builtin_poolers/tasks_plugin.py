@@ -1,0 +1,9 @@
+"""Built-in task adapters, registered through the ``builtin_tasks`` entry point."""
+
+from poolkit.registry.hookspecs import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    register("embed", "poolkit.builtin_poolers.tasks:EmbedTask")
+    register("token_embed", "poolkit.builtin_poolers.tasks:TokenEmbedTask")

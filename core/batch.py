@@ -1,0 +1,62 @@
+"""The packed batch every native model consumes: tokens of all sequences laid end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from poolkit.kernels import AttentionPlan
+
+
+@dataclass
+class PackedBatch:
+    """``N = sum(lengths)`` tokens of ``B`` sequences, no padding.
+
+    ``skip`` counts leading tokens per sequence that poolers ignore (a prompt when the Sentence
+    Transformers config says ``include_prompt: false``).
+    """
+
+    input_ids: torch.Tensor  # (N,) int64
+    lengths: list[int]  # (B,)
+    token_type_ids: torch.Tensor | None = None  # (N,) int64
+    skip: list[int] | None = None
+    _plan: AttentionPlan | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_token_lists(cls, ids: list[list[int]], token_types: list[list[int]] | None = None,
+                         skip: list[int] | None = None, device: str | torch.device = "cpu") -> PackedBatch:
+        flat = torch.tensor([t for seq in ids for t in seq], dtype=torch.long, device=device)
+        tt = None
+        if token_types is not None and any(any(seq) for seq in token_types):
+            tt = torch.tensor([t for seq in token_types for t in seq], dtype=torch.long, device=device)
+        return cls(flat, [len(seq) for seq in ids], tt, skip)
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_ids.device
+
+    @property
+    def cu_seqlens(self) -> torch.Tensor:
+        """``(B+1,)`` start offsets of each sequence, then the total."""
+        lengths = torch.tensor(self.lengths, device=self.device)
+        return torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """``(N,)`` position of each token inside its own sequence."""
+        lengths = torch.tensor(self.lengths, device=self.device)
+        starts = self.cu_seqlens[:-1].repeat_interleave(lengths)
+        return torch.arange(self.input_ids.numel(), device=self.device) - starts
+
+    @property
+    def seq_ids(self) -> torch.Tensor:
+        """``(N,)`` index of the sequence each token belongs to."""
+        lengths = torch.tensor(self.lengths, device=self.device)
+        return torch.arange(len(self.lengths), device=self.device).repeat_interleave(lengths)
+
+    @property
+    def attention_plan(self) -> AttentionPlan:
+        if self._plan is None:
+            self._plan = AttentionPlan(self.lengths, self.device)
+        return self._plan

@@ -1,0 +1,172 @@
+"""Everything read from a model directory before any weight is loaded.
+
+Pooler configuration comes from three layers, later ones winning field by field:
+
+1. the architecture's defaults (``default_pooling`` on the model class; ``normalize`` on for embed),
+2. the Sentence Transformers files, when the directory has them (``modules.json`` with
+   ``1_Pooling/config.json``, ``2_Dense``, ``Normalize``; ``sentence_bert_config.json``'s
+   ``max_seq_length`` and ``do_lower_case``; ``config_sentence_transformers.json``'s ``prompts``
+   and ``default_prompt_name``),
+3. the user's ``pooler_config``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class PoolerConfig(BaseModel):
+    """How a model pools (vLLM's ``--pooler-config``). Every field is optional; see the module doc.
+
+    - ``pooling_type``: ``CLS``, ``MEAN``, ``MAX``, ``LAST``, ``ALL``, ``STEP`` or a plugin's name.
+    - ``normalize``: L2-normalize embeddings by default.
+    - ``dimensions``: default Matryoshka dimensions when a request names none.
+    - ``include_prompt``: whether MEAN/MAX pooling counts the prompt's tokens (ST's flag).
+    - ``use_activation``: default for classify's softmax/sigmoid.
+    - ``step_tag_id``, ``returned_token_ids``: STEP pooling for process reward models.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pooling_type: str | None = None
+    normalize: bool | None = None
+    dimensions: int | None = None
+    include_prompt: bool | None = None
+    use_activation: bool | None = None
+    step_tag_id: int | None = None
+    returned_token_ids: list[int] | None = None
+
+    def merged(self, other: PoolerConfig | dict[str, Any] | None) -> PoolerConfig:
+        """This config with every field that ``other`` sets (not None) replaced."""
+        if other is None:
+            return self
+        if isinstance(other, dict):
+            other = PoolerConfig(**other)
+        return self.model_copy(update={k: v for k, v in other.model_dump().items() if v is not None})
+
+
+_ST_POOLING_MODES = {
+    "pooling_mode_cls_token": "CLS",
+    "pooling_mode_mean_tokens": "MEAN",
+    "pooling_mode_max_tokens": "MAX",
+    "pooling_mode_lasttoken": "LAST",
+}
+_ST_UNSUPPORTED = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
+
+
+@dataclass
+class DenseLayer:
+    """A Sentence Transformers ``Dense`` module: its directory and config."""
+
+    path: Path
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str
+
+
+@dataclass
+class SentenceTransformersConfig:
+    """What the Sentence Transformers files of a model directory say."""
+
+    pooler: PoolerConfig = field(default_factory=PoolerConfig)
+    dense: list[DenseLayer] = field(default_factory=list)
+    max_seq_length: int | None = None
+    do_lower_case: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+    @classmethod
+    def read(cls, model_dir: Path) -> SentenceTransformersConfig | None:
+        modules_file = model_dir / "modules.json"
+        if not modules_file.is_file():
+            return None
+        st = cls()
+        pooler: dict[str, Any] = {"normalize": False}  # ST normalizes only with a Normalize module
+        for module in json.loads(modules_file.read_text()):
+            kind = module["type"].rsplit(".", 1)[-1]
+            path = model_dir / module.get("path", "")
+            if kind == "Pooling":
+                pooler.update(_read_st_pooling(path / "config.json"))
+            elif kind == "Dense":
+                dense = json.loads((path / "config.json").read_text())
+                st.dense.append(DenseLayer(path, dense["in_features"], dense["out_features"], dense.get("bias", True),
+                                           dense.get("activation_function", "torch.nn.modules.linear.Identity")))
+            elif kind == "Normalize":
+                pooler["normalize"] = True
+            elif kind != "Transformer":
+                raise ValueError(f"Sentence Transformers module {module['type']!r} in {modules_file} is not supported")
+        st.pooler = PoolerConfig(**pooler)
+        bert_cfg = model_dir / "sentence_bert_config.json"
+        if bert_cfg.is_file():
+            data = json.loads(bert_cfg.read_text())
+            st.max_seq_length = data.get("max_seq_length")
+            st.do_lower_case = bool(data.get("do_lower_case", False))
+        st_cfg = model_dir / "config_sentence_transformers.json"
+        if st_cfg.is_file():
+            data = json.loads(st_cfg.read_text())
+            st.prompts = data.get("prompts") or {}
+            st.default_prompt_name = data.get("default_prompt_name")
+        return st
+
+
+def _read_st_pooling(path: Path) -> dict[str, Any]:
+    cfg = json.loads(path.read_text())
+    for key in _ST_UNSUPPORTED:
+        if cfg.get(key):
+            raise ValueError(f"{path}: {key} is not supported; supported modes: {sorted(_ST_POOLING_MODES)}")
+    modes = [name for key, name in _ST_POOLING_MODES.items() if cfg.get(key)]
+    if len(modes) != 1:
+        raise ValueError(f"{path}: exactly one pooling mode must be set, found {modes or 'none'}")
+    out: dict[str, Any] = {"pooling_type": modes[0]}
+    if "include_prompt" in cfg:
+        out["include_prompt"] = bool(cfg["include_prompt"])
+    return out
+
+
+@dataclass
+class ModelConfig:
+    """A resolved model directory: its HF config (after ``hf_overrides``) and ST config."""
+
+    name: str
+    path: Path
+    hf_config: Any
+    st: SentenceTransformersConfig | None
+
+    @classmethod
+    def load(cls, model: str, *, revision: str | None = None, hf_overrides: dict[str, Any] | None = None,
+             trust_remote_code: bool = False) -> ModelConfig:
+        from poolkit.hub import resolve_model_dir
+
+        path = resolve_model_dir(model, revision=revision)
+        raw = json.loads((path / "config.json").read_text())
+        raw.update(hf_overrides or {})
+        return cls(model, path, _hf_config(path, raw, trust_remote_code), SentenceTransformersConfig.read(path))
+
+    @property
+    def architectures(self) -> list[str]:
+        return list(getattr(self.hf_config, "architectures", None) or [])
+
+    def matryoshka_dimensions(self) -> tuple[bool, list[int] | None]:
+        """(supported, allowed dimensions or None for any) from ``is_matryoshka`` / ``matryoshka_dimensions``."""
+        dims = getattr(self.hf_config, "matryoshka_dimensions", None)
+        return bool(getattr(self.hf_config, "is_matryoshka", False) or dims), (list(dims) if dims else None)
+
+
+def _hf_config(path: Path, raw: dict[str, Any], trust_remote_code: bool) -> Any:
+    """A transformers config object (class defaults filled in); a plain one for unknown model types."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    model_type = raw.get("model_type")
+    try:
+        config_cls = AutoConfig.for_model(model_type).__class__ if model_type else PretrainedConfig
+    except ValueError:
+        if trust_remote_code:
+            return AutoConfig.from_pretrained(path, trust_remote_code=True, **raw)
+        config_cls = PretrainedConfig  # a plugin's own model type: keep every field as given
+    return config_cls.from_dict(raw)

@@ -1,0 +1,185 @@
+"""The offline engine: assembles input processor -> forward -> pooler -> output from registered parts.
+
+Every part is looked up in the plugin host's registries (architecture, pooling method, task
+adapter); nothing built in is special-cased. Requests are sorted by token count, packed into
+batches under a token budget, and returned in input order; a request's result never depends on
+what else shares its batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+
+from poolkit.batch import PackedBatch
+from poolkit.config import ModelConfig, PoolerConfig
+from poolkit.inputs import InputProcessor, normalize_prompts
+from poolkit.outputs import PoolingRequestOutput
+from poolkit.params import PoolingParams
+from poolkit.registry import UnknownArchitectureError, UnknownTaskError, get_host
+from poolkit.tasks import TaskAdapter, TaskContext
+from poolkit.weights import load_state_dict
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+_request_ids = itertools.count()
+
+
+def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group request indices, longest first, so each batch's padded size stays within the budget.
+
+    The padded size (sequences x longest) is what attention pays for; since lengths are sorted it is
+    close to the packed token count the linears pay for. A request longer than the budget runs alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+class Engine:
+    """Load a pooling model and run ``embed`` / ``encode`` on it.
+
+    :param model: a local directory, or a hub id resolved through the Hugging Face cache first.
+    :param runner: ``"auto"`` or ``"pooling"`` (poolkit runs pooling models only).
+    :param convert: ``"auto"``/``"none"`` serve the architecture as registered; ``"embed"`` requires it to embed.
+    :param pooler_config: dict or :class:`PoolerConfig`, overriding the model's and ST's settings.
+    :param hf_overrides: keys merged into ``config.json`` before anything reads it.
+    :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, or ``"bfloat16"``
+        (bf16 matmuls and attention, fp32 residual stream and LayerNorm).
+    :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    :param max_model_len: cap on tokens per input (default: the model's position limit).
+    :param max_batch_tokens: token budget of one forward pass.
+    :param kernels: ``"auto"`` (oneDNN prepacked linears on CPU when they pass a probe) or ``"torch"``.
+    """
+
+    def __init__(self, model: str, runner: str = "auto", convert: str = "auto",
+                 pooler_config: PoolerConfig | dict[str, Any] | None = None, hf_overrides: dict[str, Any] | None = None,
+                 dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
+                 max_batch_tokens: int = 2048, trust_remote_code: bool = False, revision: str | None = None,
+                 kernels: str = "auto") -> None:
+        if runner not in ("auto", "pooling"):
+            raise ValueError(f"runner={runner!r}: poolkit runs pooling models only; use 'auto' or 'pooling'")
+        if convert not in ("auto", "none", "embed"):
+            raise ValueError(f"convert={convert!r} is not supported; choose 'auto', 'none' or 'embed'")
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be positive")
+        self.host = get_host()
+        self.model_config = ModelConfig.load(model, revision=revision, hf_overrides=hf_overrides,
+                                             trust_remote_code=trust_remote_code)
+        self.architecture, model_cls = self._architecture()
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype={dtype!r}; choose one of {sorted(_DTYPES)} or 'auto'")
+        self.dtype = _DTYPES[dtype]
+        if convert == "embed" and "embed" not in model_cls.supported_tasks:
+            raise ValueError(f"Architecture {self.architecture} cannot be converted to embed: it supports "
+                             f"{list(model_cls.supported_tasks)}")
+
+        hf = self.model_config.hf_config
+        state = load_state_dict(self.model_config.path)
+        with torch.no_grad():
+            self.model = model_cls(hf, state, self.dtype, kernels).to(self.device).eval()
+
+        st = self.model_config.st
+        self.pooler_config = (PoolerConfig(pooling_type=model_cls.default_pooling, normalize=True)
+                              .merged(st.pooler if st else None).merged(pooler_config))
+        limit = getattr(hf, "max_position_embeddings", None) or 10**9
+        self.max_model_len = min(max_model_len or limit, limit)
+        self.max_batch_tokens = max_batch_tokens
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
+        self.input_processor = InputProcessor(self.tokenizer, self.max_model_len, st,
+                                              include_prompt=self.pooler_config.include_prompt is not False,
+                                              vocab_size=getattr(hf, "vocab_size", None))
+        self._ctx = TaskContext(self.model_config, self.pooler_config, self.host, self.model)
+        registered = self.host.registry("tasks")
+        self.supported_tasks = tuple(t for t in model_cls.supported_tasks if t in registered)
+        self._adapters: dict[str, TaskAdapter] = {}
+
+    def _architecture(self) -> tuple[str, type]:
+        archs = self.model_config.architectures
+        registry = self.host.registry("architectures")
+        for arch in archs:
+            if arch in registry:
+                return arch, registry.load(arch)
+        raise UnknownArchitectureError(
+            f"Model architectures {archs} of '{self.model_config.name}' are not supported. Registered "
+            f"architectures: {registry.names()}. A plugin may provide it: install it and run 'poolkit plugins'."
+        )
+
+    def task(self, name: str) -> TaskAdapter:
+        """The task adapter for ``name``, built on first use."""
+        if name not in self.supported_tasks:
+            raise UnknownTaskError(f"Task {name!r} is not supported by {self.architecture} "
+                                   f"('{self.model_config.name}'). Supported tasks: {list(self.supported_tasks)}")
+        if name not in self._adapters:
+            self._adapters[name] = self.host.registry("tasks").load(name)(self._ctx)
+        return self._adapters[name]
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def embed(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+              truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
+              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """One embedding per prompt (``.outputs.embedding``). ``prompt``/``prompt_name`` prepend an instruction."""
+        return self.encode(prompts, "embed", pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                           prompt_name=prompt_name, prompt=prompt, use_tqdm=use_tqdm)
+
+    def encode(self, prompts: Any, task: str | None = None,
+               pooling_params: PoolingParams | list[PoolingParams] | None = None, *, pooling_task: str | None = None,
+               truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
+               use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order."""
+        items = normalize_prompts(prompts)
+        params = self._params(pooling_params, len(items), truncate_prompt_tokens)
+        task = task or pooling_task or (params[0].task if params else None) or self.supported_tasks[0]
+        adapter = self.task(task)
+        for p in params:
+            if p.task not in (None, task):
+                raise ValueError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
+            adapter.check(p)
+        tokens = self.input_processor(items, params, self.input_processor.resolve_prompt(prompt_name, prompt))
+        results: list[torch.Tensor | None] = [None] * len(items)
+        batches = make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
+        if use_tqdm and len(batches) > 1:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=task, unit="batch")
+        with torch.inference_mode():
+            for idx in batches:
+                batch = PackedBatch.from_token_lists(
+                    [tokens[i].ids for i in idx],
+                    [tokens[i].token_types for i in idx] if tokens[idx[0]].token_types is not None else None,
+                    [tokens[i].skip for i in idx], device=self.device)
+                pooled = adapter.pool(self.model(batch), batch, [params[i] for i in idx])
+                for i, value in zip(idx, pooled):
+                    results[i] = value.float().cpu()
+        return [PoolingRequestOutput(str(next(_request_ids)), t.ids, adapter.output_cls(r))
+                for t, r in zip(tokens, results)]
+
+    @staticmethod
+    def _params(pooling_params: Any, n: int, truncate: int | None) -> list[PoolingParams]:
+        if pooling_params is None:
+            pooling_params = PoolingParams()
+        if isinstance(pooling_params, PoolingParams):
+            pooling_params = [pooling_params] * n
+        elif len(pooling_params) != n:
+            raise ValueError(f"Got {len(pooling_params)} PoolingParams for {n} prompts; pass one or one per prompt")
+        if truncate is not None:
+            pooling_params = [p.model_copy(update={"truncate_prompt_tokens": truncate}) for p in pooling_params]
+        return list(pooling_params)
+
+    def __repr__(self) -> str:
+        return (f"Engine(model={self.model_config.name!r}, architecture={self.architecture}, "
+                f"tasks={list(self.supported_tasks)}, dtype={self.dtype}, device={self.device})")

@@ -1,0 +1,42 @@
+"""Results, shaped like vLLM's: ``PoolingRequestOutput(request_id, prompt_token_ids, outputs, finished)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class PoolingOutput:
+    """The pooled result of one request. ``data`` is a float32 tensor for every task."""
+
+    data: Any
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(data=tensor(shape={tuple(self.data.shape)}))"
+
+
+class EmbeddingOutput(PoolingOutput):
+    """``embed``: one vector. ``.embedding`` is it as a list of floats."""
+
+    @property
+    def embedding(self) -> list[float]:
+        return self.data.tolist()
+
+
+class TokenEmbeddingOutput(PoolingOutput):
+    """``token_embed``: one vector per token, ``data`` of shape ``(tokens, dims)``."""
+
+    @property
+    def embeddings(self) -> list[list[float]]:
+        return self.data.tolist()
+
+
+@dataclass
+class PoolingRequestOutput:
+    """One input's result: its id, the token ids it was run with, and the task's output."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: PoolingOutput
+    finished: bool = True

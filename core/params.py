@@ -1,0 +1,25 @@
+"""Per-request pooling parameters (vLLM's ``PoolingParams``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PoolingParams(BaseModel):
+    """What one request wants from the pooler. ``None`` means "the model's configured default".
+
+    - ``dimensions``: Matryoshka truncation of an embedding (only on models that declare it).
+    - ``normalize``: L2-normalize embeddings; overrides the pooler config for this request.
+    - ``truncate_prompt_tokens``: keep at most this many tokens (special tokens included, cut from
+      the end as Sentence Transformers does); ``-1`` means the model's limit.
+    - ``task``: the pooling task; ``Engine.encode(task=...)`` sets it.
+    - ``use_activation``: apply the task's activation (softmax/sigmoid for classify).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dimensions: int | None = Field(default=None, gt=0)
+    normalize: bool | None = None
+    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+    task: str | None = None
+    use_activation: bool | None = None

@@ -1,0 +1,283 @@
+"""Find, load and isolate plugins; fill one registry per kind of part.
+
+Every plugin, built-in or third-party, is an entry point in the ``poolkit.plugins`` group whose
+value is a module of ``@hookimpl`` functions. Loading is lazy (first registry access, never at
+``import poolkit``), idempotent, and isolated: a plugin that fails to import or raises in a hook is
+recorded with its name, distribution and cause, warned about once, and skipped; the rest load.
+``POOLKIT_STRICT_PLUGINS=1`` raises instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from poolkit.registry import hookspecs
+from poolkit.registry.errors import (
+    PluginLoadError,
+    RegistryConflictError,
+    UnknownArchitectureError,
+    UnknownNameError,
+    UnknownPoolerError,
+    UnknownTaskError,
+)
+
+try:  # the backport has the newest selection API on every Python
+    import importlib_metadata as metadata
+except ImportError:  # pragma: no cover
+    from importlib import metadata  # type: ignore[no-redef]
+
+ENTRY_POINT_GROUP = "poolkit.plugins"
+
+# kind of part -> (hook name, error raised for an unknown name, what to call it in messages)
+KINDS: dict[str, tuple[str, type[UnknownNameError], str]] = {
+    "architectures": ("register_architectures", UnknownArchitectureError, "architecture"),
+    "poolers": ("register_poolers", UnknownPoolerError, "pooling type"),
+    "activations": ("register_activations", UnknownNameError, "activation"),
+    "tasks": ("register_tasks", UnknownTaskError, "task"),
+    "io_processors": ("register_io_processors", UnknownNameError, "IO processor"),
+}
+
+
+@dataclass
+class PluginInfo:
+    """One entry point: where it came from, what it registered, and why it failed if it did."""
+
+    name: str
+    dist: str
+    version: str
+    value: str
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"plugin '{self.name}' (distribution {self.dist} {self.version}, entry point {self.value})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.dist,
+            "version": self.version,
+            "entry_point": f"{self.name} = {self.value}",
+            "builtin": self.dist == "poolkit",
+            "hooks": self.hooks,
+            "registered": self.registered,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Entry:
+    """A registered part: its name, lazy ``module:attr`` target, owner plugin and extras."""
+
+    kind: str
+    name: str
+    target: str
+    plugin: PluginInfo
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Any:
+        """Import the target. An import failure names the plugin that registered it."""
+        module_name, _, attr = self.target.partition(":")
+        try:
+            obj = importlib.import_module(module_name)
+            for part in attr.split(".") if attr else []:
+                obj = getattr(obj, part)
+        except Exception as exc:
+            raise PluginLoadError(
+                f"{KINDS[self.kind][2].capitalize()} '{self.name}' from {self.plugin.label} could not "
+                f"be imported from '{self.target}': {type(exc).__name__}: {exc}"
+            ) from exc
+        return obj
+
+
+class Registry:
+    """Name -> Entry for one kind of part. Duplicate names are kept as conflicts, never overwritten."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entries: dict[str, Entry] = {}
+        self.conflicts: dict[str, list[Entry]] = {}
+
+    def add(self, entry: Entry) -> None:
+        previous = self.entries.get(entry.name) or (self.conflicts.get(entry.name) or [None])[0]
+        if previous is None:
+            self.entries[entry.name] = entry
+            return
+        self.entries.pop(entry.name, None)
+        self.conflicts.setdefault(entry.name, [previous]).append(entry)
+        raise RegistryConflictError(self._conflict_message(entry.name))
+
+    def _conflict_message(self, name: str) -> str:
+        owners = " and ".join(e.plugin.label for e in self.conflicts[name])
+        return (
+            f"{KINDS[self.kind][2].capitalize()} '{name}' is registered by both {owners}. "
+            f"Uninstall one, or choose with POOLKIT_PLUGINS."
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def get(self, name: str) -> Entry:
+        if name in self.conflicts:
+            raise RegistryConflictError(self._conflict_message(name))
+        try:
+            return self.entries[name]
+        except KeyError:
+            _hook, error, what = KINDS[self.kind]
+            raise error(
+                f"Unknown {what} '{name}'. Registered: {self.names()}. A plugin may provide it: "
+                f"install it, check POOLKIT_PLUGINS, and run 'poolkit plugins'."
+            ) from None
+
+    def load(self, name: str) -> Any:
+        return self.get(name).load()
+
+
+def _allowed(names: tuple[str, ...]) -> bool:
+    """``POOLKIT_PLUGINS``: unset = all, ``""`` = none, else a comma list of entry-point or dist names."""
+    spec = os.environ.get("POOLKIT_PLUGINS")
+    if spec is None:
+        return True
+    wanted = {s.strip() for s in spec.split(",") if s.strip()}
+    return any(n in wanted for n in names)
+
+
+class PluginHost:
+    """The pluggy manager plus one :class:`Registry` per kind. Use :func:`get_host`."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("poolkit")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.registries = {kind: Registry(kind) for kind in KINDS}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def load(self) -> PluginHost:
+        """Load every allowed entry point once; safe to call from any thread or process."""
+        with self._lock:
+            if self._loaded:
+                return self
+            self._loaded = True
+            modules = []
+            for ep in self._entry_points():
+                info = PluginInfo(ep.name, *_dist_of(ep), value=ep.value)
+                self.plugins.append(info)
+                plugin_name = f"{info.dist}:{ep.name}"
+                try:
+                    module = ep.load()
+                    self.pm.register(module, name=plugin_name)
+                    self.pm.check_pending()  # a misspelled hook name fails loudly, not silently
+                except Exception as exc:
+                    if self.pm.has_plugin(plugin_name):
+                        self.pm.unregister(name=plugin_name)
+                    self._fail(info, "failed to load", exc)
+                    continue
+                modules.append((info, module))
+            for info, module in modules:
+                self._call_hooks(info, module)
+            return self
+
+    def _entry_points(self) -> list[Any]:
+        seen, eps = set(), []
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist, _version = _dist_of(ep)
+            key = (dist, ep.name)  # one dist-info seen twice (lib64 -> lib symlinks) loads once
+            if key in seen or not _allowed((ep.name, dist)):
+                continue
+            seen.add(key)
+            eps.append(ep)
+        # built-ins first so that conflicts always name the third-party plugin second
+        return sorted(eps, key=lambda ep: (_dist_of(ep)[0] != "poolkit", _dist_of(ep)[0], ep.name))
+
+    def _call_hooks(self, info: PluginInfo, module: Any) -> None:
+        for kind, (hook_name, _err, _what) in KINDS.items():
+            impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin is module]
+            if not impls:
+                continue
+            info.hooks.append(hook_name)
+            added: list[Entry] = []
+
+            def register(name: str, target: str, *, _kind=kind, _added=added, **meta: Any) -> None:
+                if not isinstance(target, str) or ":" not in target:
+                    raise TypeError(f"register({name!r}, ...) needs a 'module:attr' string target, got {target!r}")
+                entry = Entry(_kind, name, target, info, meta)
+                self.registries[_kind].add(entry)
+                _added.append(entry)
+
+            try:
+                for impl in impls:  # called one plugin at a time, so a failure is attributed and isolated
+                    impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+            except Exception as exc:
+                if not isinstance(exc, RegistryConflictError):  # keep the other plugin's entries
+                    for entry in added:
+                        self.registries[kind].entries.pop(entry.name, None)
+                    added.clear()
+                self._fail(info, f"raised in {hook_name}", exc)
+            if added:
+                info.registered.setdefault(kind, []).extend(e.name for e in added)
+
+    def _fail(self, info: PluginInfo, what: str, exc: Exception) -> None:
+        info.error = f"{type(exc).__name__}: {exc}"
+        message = (
+            f"poolkit: {info.label} {what} and was skipped:\n  {info.error}\n"
+            f"Set POOLKIT_STRICT_PLUGINS=1 to raise instead, or leave it out of POOLKIT_PLUGINS."
+        )
+        if os.environ.get("POOLKIT_STRICT_PLUGINS") == "1":
+            raise PluginLoadError(message) from exc
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def registry(self, kind: str) -> Registry:
+        self.load()
+        return self.registries[kind]
+
+    def failures(self) -> list[PluginInfo]:
+        self.load()
+        return [p for p in self.plugins if p.error]
+
+
+_host: PluginHost | None = None
+_host_lock = threading.Lock()
+
+
+def get_host() -> PluginHost:
+    """The process-wide plugin host, loaded on first use."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = PluginHost()
+    return _host.load()
+
+
+def reset_host() -> None:
+    """Forget loaded plugins, so the next :func:`get_host` re-reads entry points (tests, notebooks)."""
+    global _host
+    with _host_lock:
+        _host = None
+    importlib.invalidate_caches()
+
+
+def _dist_of(ep: Any) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown", "?"
+    return dist.metadata["Name"] or dist.name, dist.version or "?"
+
+
+__all__ = ["ENTRY_POINT_GROUP", "KINDS", "Entry", "PluginHost", "PluginInfo", "Registry", "get_host", "reset_host"]
