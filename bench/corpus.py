@@ -9,8 +9,8 @@ a second from the same files each time, so the same installed versions give the 
 Three kinds of text, mixed in fixed proportions and then shuffled with a fixed seed:
 
 * ``short``  (40%): a docstring's first line, 3-15 words -- query-like titles.
-* ``medium`` (40%): one prose paragraph of a docstring, or a comment block, 16-149 words.
-* ``long``   (20%): a whole docstring of 150+ words (many pass 256 MiniLM tokens, where
+* ``medium`` (40%): one prose paragraph of a docstring, or a comment block, 16-99 words.
+* ``long``   (20%): a whole docstring of 100+ words (many pass 256 MiniLM tokens, where
   Sentence Transformers truncates).
 
 Files are visited in a fixed pseudo-random order (CRC32 of the path inside its package), round-robin
@@ -26,11 +26,9 @@ import argparse
 import ast
 import hashlib
 import importlib.util
-import io
 import random
 import re
 import sysconfig
-import tokenize
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,12 +38,13 @@ from typing import Any
 SOURCES = ("stdlib", "transformers", "torch", "numpy", "scipy", "sklearn", "pydantic", "sentence_transformers")
 MIX = {"short": 0.4, "medium": 0.4, "long": 0.2}
 SHORT_WORDS = (3, 15)
-MEDIUM_WORDS = (16, 149)
-LONG_MIN_WORDS = 150
+MEDIUM_WORDS = (16, 99)
+LONG_MIN_WORDS = 100
 MAX_CHARS = 8000  # a few docstrings are whole manuals; leave those out
 PER_FILE = 3  # at most this many texts of each kind from one file
 SKIP_DIRS = {"tests", "test", "idlelib", "lib2to3", "site-packages", "__pycache__", "_vendor", "vendored"}
 _WS = re.compile(r"\s+")
+_DEFS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @dataclass(frozen=True)
@@ -111,31 +110,29 @@ def _words(text: str) -> int:
 
 
 def _docstrings(tree: ast.AST) -> Iterator[str]:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node, clean=True)
-            if doc:
-                yield doc
+    """Docstrings of the module and of every class and function nested in it (through defs only)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            yield doc
+        stack.extend(reversed([n for n in node.body if isinstance(n, _DEFS)]))
 
 
 def _comment_blocks(source: str) -> Iterator[str]:
-    """Runs of ``#`` comments on consecutive lines, joined into one paragraph each."""
+    """Runs of whole-line ``#`` comments on consecutive lines, joined into one paragraph each."""
     block: list[str] = []
-    last_line = -2
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type != tokenize.COMMENT:
-                continue
-            line = tok.start[0]
-            body = tok.string.lstrip("#").strip()
-            if line != last_line + 1 and block:
-                yield " ".join(block)
-                block = []
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith("#"):
+            body = stripped.lstrip("#").strip()
             if body:
                 block.append(body)
-            last_line = line
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        pass
+            continue
+        if block:
+            yield " ".join(block)
+            block = []
     if block:
         yield " ".join(block)
 

@@ -57,6 +57,8 @@ _ST_POOLING_MODES = {
     "pooling_mode_lasttoken": "LAST",
 }
 _ST_UNSUPPORTED = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
+# Sentence Transformers >= 5 writes one ``pooling_mode`` string instead of the flags above
+_ST_MODE_NAMES = {"cls": "CLS", "mean": "MEAN", "max": "MAX", "lasttoken": "LAST"}
 
 
 @dataclass
@@ -107,6 +109,11 @@ class SentenceTransformersConfig:
             data = json.loads(bert_cfg.read_text())
             st.max_seq_length = data.get("max_seq_length")
             st.do_lower_case = bool(data.get("do_lower_case", False))
+        tok_cfg = model_dir / "tokenizer_config.json"
+        if st.max_seq_length is None and tok_cfg.is_file():
+            # Sentence Transformers >= 5 keeps max_seq_length as the tokenizer's model_max_length
+            limit = json.loads(tok_cfg.read_text()).get("model_max_length")
+            st.max_seq_length = int(limit) if isinstance(limit, (int, float)) and limit < 1_000_000 else None
         st_cfg = model_dir / "config_sentence_transformers.json"
         if st_cfg.is_file():
             data = json.loads(st_cfg.read_text())
@@ -117,12 +124,16 @@ class SentenceTransformersConfig:
 
 def _read_st_pooling(path: Path) -> dict[str, Any]:
     cfg = json.loads(path.read_text())
-    for key in _ST_UNSUPPORTED:
-        if cfg.get(key):
-            raise ValueError(f"{path}: {key} is not supported; supported modes: {sorted(_ST_POOLING_MODES)}")
-    modes = [name for key, name in _ST_POOLING_MODES.items() if cfg.get(key)]
-    if len(modes) != 1:
-        raise ValueError(f"{path}: exactly one pooling mode must be set, found {modes or 'none'}")
+    if "pooling_mode" in cfg:
+        mode = cfg["pooling_mode"]
+        modes = [_ST_MODE_NAMES.get(m, m) for m in ([mode] if isinstance(mode, str) else mode)]
+    else:
+        for key in _ST_UNSUPPORTED:
+            if cfg.get(key):
+                raise ValueError(f"{path}: {key} is not supported; supported modes: {sorted(_ST_POOLING_MODES)}")
+        modes = [name for key, name in _ST_POOLING_MODES.items() if cfg.get(key)]
+    if len(modes) != 1 or modes[0] not in _ST_MODE_NAMES.values():
+        raise ValueError(f"{path}: exactly one of the pooling modes {sorted(_ST_MODE_NAMES)} must be set, found {modes}")
     out: dict[str, Any] = {"pooling_type": modes[0]}
     if "include_prompt" in cfg:
         out["include_prompt"] = bool(cfg["include_prompt"])
