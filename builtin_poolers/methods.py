@@ -10,13 +10,20 @@ from __future__ import annotations
 import torch
 
 from poolkit.batch import PackedBatch
+from poolkit.config import PoolerConfig
 
 
 class PoolingMethod:
-    """Base class. ``__call__`` returns ``(B, C)`` for sequence methods, a list of ``(L_i, C)`` for token methods."""
+    """Base class. ``__call__`` returns ``(B, C)`` for sequence methods, a list of ``(L_i, C)`` for token methods.
+
+    Built with the model's resolved :class:`poolkit.config.PoolerConfig`, for methods that read it (STEP).
+    """
 
     supported_tasks: frozenset[str] = frozenset()
     name = "?"
+
+    def __init__(self, config: PoolerConfig | None = None) -> None:
+        self.config = config
 
     def __call__(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor | list[torch.Tensor]:
         raise NotImplementedError
@@ -93,12 +100,13 @@ class AllPool(PoolingMethod):
 
 
 class StepPool(PoolingMethod):
-    """Tokens equal to ``step_tag_id`` only (process reward models); every token when it is None."""
+    """Tokens equal to the config's ``step_tag_id`` only (process reward models); every token when it is None."""
 
     name, supported_tasks = "STEP", frozenset({"token_classify"})
 
-    def __init__(self, step_tag_id: int | None = None) -> None:
-        self.step_tag_id = step_tag_id
+    def __init__(self, config: PoolerConfig | None = None) -> None:
+        super().__init__(config)
+        self.step_tag_id = config.step_tag_id if config is not None else None
 
     def __call__(self, hidden, batch):
         per_seq = hidden.split(batch.lengths)

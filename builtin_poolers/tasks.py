@@ -33,6 +33,7 @@ class EmbedTask(TaskAdapter):
         st = ctx.model_config.st
         self.dense = DenseStack(st.dense if st else [])
         self.default_dims, self.default_normalize = cfg.dimensions, cfg.normalize is not False
+        self.check(PoolingParams(dimensions=cfg.dimensions))  # a configured default obeys the same rules
 
     def check(self, params: PoolingParams) -> None:
         if params.dimensions is None:

@@ -27,8 +27,7 @@ class PoolerConfig(BaseModel):
     - ``normalize``: L2-normalize embeddings by default.
     - ``dimensions``: default Matryoshka dimensions when a request names none.
     - ``include_prompt``: whether MEAN/MAX pooling counts the prompt's tokens (ST's flag).
-    - ``use_activation``: default for classify's softmax/sigmoid.
-    - ``step_tag_id``, ``returned_token_ids``: STEP pooling for process reward models.
+    - ``step_tag_id``: STEP pooling keeps only the tokens with this id (process reward models).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -37,9 +36,7 @@ class PoolerConfig(BaseModel):
     normalize: bool | None = None
     dimensions: int | None = None
     include_prompt: bool | None = None
-    use_activation: bool | None = None
     step_tag_id: int | None = None
-    returned_token_ids: list[int] | None = None
 
     def merged(self, other: PoolerConfig | dict[str, Any] | None) -> PoolerConfig:
         """This config with every field that ``other`` sets (not None) replaced."""

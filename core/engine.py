@@ -51,8 +51,8 @@ class Engine:
     :param convert: ``"auto"``/``"none"`` serve the architecture as registered; ``"embed"`` requires it to embed.
     :param pooler_config: dict or :class:`PoolerConfig`, overriding the model's and ST's settings.
     :param hf_overrides: keys merged into ``config.json`` before anything reads it.
-    :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, or ``"bfloat16"``
-        (bf16 matmuls and attention, fp32 residual stream and LayerNorm).
+    :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, ``"bfloat16"`` (bf16
+        matmuls and attention, fp32 residual stream and LayerNorm) or ``"float16"`` (GPU only).
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     :param max_model_len: cap on tokens per input (default: the model's position limit).
     :param max_batch_tokens: token budget of one forward pass.
@@ -81,14 +81,17 @@ class Engine:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype={dtype!r}; choose one of {sorted(_DTYPES)} or 'auto'")
         self.dtype = _DTYPES[dtype]
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            raise ValueError("dtype='float16' is for GPUs; on CPU use 'float32' or 'bfloat16'")
         if convert == "embed" and "embed" not in model_cls.supported_tasks:
             raise ValueError(f"Architecture {self.architecture} cannot be converted to embed: it supports "
                              f"{list(model_cls.supported_tasks)}")
 
         hf = self.model_config.hf_config
-        state = load_state_dict(self.model_config.path)
-        with torch.no_grad():
-            self.model = model_cls(hf, state, self.dtype, kernels).to(self.device).eval()
+        state = {k: v.to(self.device) for k, v in load_state_dict(self.model_config.path).items()}
+        with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
+            self.model = model_cls(hf, state, self.dtype, kernels).eval()
+        del state
 
         st = self.model_config.st
         self.pooler_config = (PoolerConfig(pooling_type=model_cls.default_pooling, normalize=True)

@@ -75,7 +75,8 @@ class InputProcessor:
     def _truncation(self, params: PoolingParams) -> int | None:
         k = params.truncate_prompt_tokens
         if k is None and self.st is not None and self.st.max_seq_length:
-            k = self.st.max_seq_length  # Sentence Transformers truncates to max_seq_length silently
+            # Sentence Transformers truncates to max_seq_length silently; never past max_model_len
+            k = min(self.st.max_seq_length, self.max_model_len)
         if k == -1:
             k = self.max_model_len
         if k is not None and k > self.max_model_len:

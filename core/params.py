@@ -13,7 +13,6 @@ class PoolingParams(BaseModel):
     - ``truncate_prompt_tokens``: keep at most this many tokens (special tokens included, cut from
       the end as Sentence Transformers does); ``-1`` means the model's limit.
     - ``task``: the pooling task; ``Engine.encode(task=...)`` sets it.
-    - ``use_activation``: apply the task's activation (softmax/sigmoid for classify).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -22,4 +21,3 @@ class PoolingParams(BaseModel):
     normalize: bool | None = None
     truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
     task: str | None = None
-    use_activation: bool | None = None

@@ -29,9 +29,12 @@ class TaskContext:
     model: Any
     cache: dict[str, Any] = field(default_factory=dict)
 
-    def pooling_method(self, name: str, **kwargs: Any) -> Any:
-        """An instance of the registered pooling method ``name`` (``MEAN``, ``CLS``...)."""
-        return self.host.registry("poolers").load(name.upper())(**kwargs)
+    def pooling_method(self, name: str) -> Any:
+        """An instance of the registered pooling method ``name`` (``MEAN``, ``CLS``...), given the pooler config."""
+        poolers = self.host.registry("poolers")
+        if name not in poolers and name.upper() in poolers:
+            name = name.upper()
+        return poolers.load(name)(self.pooler_config)
 
     def activation(self, name: str) -> Any:
         return self.host.registry("activations").load(name)

@@ -32,8 +32,11 @@ def register_architectures(register: Callable[..., None]) -> None:
     """Register model architectures (the ``architectures`` names of a HF ``config.json``).
 
     :param register: ``register(arch: str, target: str, *, tasks: Iterable[str] = ())``;
-        ``target`` is ``"module:Class"``, a class with ``from_config(config)``, ``load_weights``,
-        ``default_pooling`` and ``supported_tasks`` (see ``poolkit.builtin_models.bert``).
+        ``target`` is ``"module:Class"`` of an ``nn.Module`` built as
+        ``Class(hf_config, state_dict, dtype, kernels)`` whose ``forward(PackedBatch)`` returns the
+        ``(tokens, hidden)`` last hidden state, with class attributes ``default_pooling`` and
+        ``supported_tasks`` (see ``poolkit.builtin_models.bert``). ``tasks`` is shown by
+        ``poolkit plugins`` without importing the class; the class attribute is what the Engine uses.
 
     Use in plugins::
 

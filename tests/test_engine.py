@@ -182,3 +182,14 @@ def test_hub_id_resolves_through_huggingface_hub(monkeypatch, tiny_bert_dir):
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
         Engine("org/tiny-bert")
     assert calls == [("org/tiny-bert", None, True)]
+
+
+def test_default_dimensions_in_pooler_config_are_checked(tiny_bert_dir):
+    with pytest.raises(ValueError, match="does not support matryoshka representation"):
+        Engine(str(tiny_bert_dir), pooler_config={"dimensions": 8}).embed("x")
+
+
+def test_max_model_len_below_st_max_seq_length_truncates(minilm_dir):
+    engine = Engine(str(minilm_dir), max_model_len=128)
+    [out] = engine.embed("word " * 400)
+    assert len(out.prompt_token_ids) == 128
