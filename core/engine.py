@@ -43,6 +43,18 @@ def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so peak RSS is the model's."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 class Engine:
     """Load a pooling model and run ``embed`` / ``encode`` on it.
 
@@ -92,6 +104,7 @@ class Engine:
         with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
             self.model = model_cls(hf, state, self.dtype, kernels).eval()
         del state
+        _release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
 
         st = self.model_config.st
         self.pooler_config = (PoolerConfig(pooling_type=model_cls.default_pooling, normalize=True)
