@@ -9,6 +9,8 @@ from poolkit.registry.hookspecs import hookimpl
 ARCHITECTURES = {
     # HF architecture -> (module in this package, class, tasks)
     "BertModel": ("bert", "BertForEmbedding", ("embed", "token_embed")),
+    "BertForSequenceClassification": ("bert", "BertForSequenceClassification", ("classify", "score")),
+    "BertForTokenClassification": ("bert", "BertForTokenClassification", ("token_classify",)),
 }
 
 

@@ -1,4 +1,5 @@
-"""Built-in task adapters: ``embed`` (one vector per input) and ``token_embed`` (one per token)."""
+"""Built-in task adapters: ``embed``, ``token_embed``, ``classify``, ``score`` (cross-encoder) and
+``token_classify``. Each pools packed hidden states and applies its head; the Engine does the rest."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import torch
 
 from poolkit.builtin_poolers.activations import normalize
 from poolkit.builtin_poolers.heads import DenseStack, matryoshka_truncate
-from poolkit.outputs import EmbeddingOutput, TokenEmbeddingOutput
+from poolkit.outputs import (
+    ClassificationOutput,
+    EmbeddingOutput,
+    ScoringOutput,
+    TokenClassificationOutput,
+    TokenEmbeddingOutput,
+)
 from poolkit.params import PoolingParams
 from poolkit.tasks import TaskAdapter, TaskContext
 
@@ -76,8 +83,89 @@ class TokenEmbedTask(TaskAdapter):
 
     def pool(self, hidden, batch, params):
         out = []
-        for tokens, p in zip(self.method(hidden, batch), params):
+        embed_tokens = getattr(self.ctx.model, "embed_tokens", None)
+        per_seq = embed_tokens(hidden, batch) if embed_tokens is not None else self.method(hidden, batch)
+        for tokens, p in zip(per_seq, params):
             do_norm = self.default_normalize if p.normalize is None else p.normalize
             out.append(normalize(tokens) if do_norm else tokens)
         return out
 
+
+
+def _activate(logits: torch.Tensor, use_activation: bool) -> torch.Tensor:
+    """softmax over >= 2 labels, sigmoid for 1 (vLLM and Sentence Transformers' CrossEncoder)."""
+    if not use_activation:
+        return logits
+    return torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)
+
+
+class ClassifyTask(TaskAdapter):
+    """Pool (the config's ``pooling_type``) -> the model's ``classify`` head -> softmax/sigmoid."""
+
+    name, output_cls = "classify", ClassificationOutput
+
+    def __init__(self, ctx: TaskContext) -> None:
+        super().__init__(ctx)
+        self.method = ctx.pooling_method(ctx.pooler_config.pooling_type)
+        if self.name not in self.method.supported_tasks:
+            raise ValueError(f"Pooling type {ctx.pooler_config.pooling_type!r} does not support {self.name} "
+                             f"(it supports {sorted(self.method.supported_tasks)})")
+        default = ctx.pooler_config.use_activation
+        self.default_activation = getattr(ctx.model, "default_use_activation", True) if default is None else default
+
+    def check(self, params: PoolingParams) -> None:
+        if params.dimensions is not None or params.normalize is not None:
+            raise ValueError(f"dimensions and normalize apply to embeddings, not to {self.name}")
+
+    def pool(self, hidden, batch, params):
+        logits = self.ctx.model.classify(self.method(hidden, batch))  # (B, num_labels)
+        use = [self.default_activation if p.use_activation is None else p.use_activation for p in params]
+        activated = _activate(logits, True)
+        return [a if u else raw for a, raw, u in zip(activated, logits, use)]
+
+
+class ScoreTask(ClassifyTask):
+    """Cross-encoder relevance: a one-label classifier over a tokenized pair, sigmoid by default."""
+
+    name, output_cls = "score", ScoringOutput
+
+    def __init__(self, ctx: TaskContext) -> None:
+        super().__init__(ctx)
+        if ctx.model.num_labels != 1:
+            raise ValueError(f"A cross-encoder score needs a classifier with 1 label; this model has "
+                             f"{ctx.model.num_labels}. Use classify instead.")
+
+
+class TokenClassifyTask(TaskAdapter):
+    """Per-token logits from the model's ``classify_tokens`` (NER, rewards, BGE-M3 sparse weights).
+
+    ``pooling_type`` ALL keeps every token; STEP keeps the ``step_tag_id`` tokens. The activation is
+    softmax/sigmoid unless ``use_activation`` is False or the model sets ``default_use_activation``
+    False (reward models return raw rewards).
+    """
+
+    name, output_cls = "token_classify", TokenClassificationOutput
+
+    def __init__(self, ctx: TaskContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.pooler_config
+        kind = cfg.pooling_type if cfg.pooling_type in ("ALL", "STEP") else "ALL"
+        self.method = ctx.pooling_method(kind)
+        self.columns = cfg.returned_token_ids
+        default = cfg.use_activation
+        self.default_activation = getattr(ctx.model, "default_use_activation", True) if default is None else default
+
+    def check(self, params: PoolingParams) -> None:
+        if params.dimensions is not None or params.normalize is not None:
+            raise ValueError("dimensions and normalize apply to embeddings, not to token_classify")
+
+    def pool(self, hidden, batch, params):
+        out = []
+        embed_tokens = getattr(self.ctx.model, "embed_tokens", None)
+        per_seq = embed_tokens(hidden, batch) if embed_tokens is not None else self.method(hidden, batch)
+        for tokens, p in zip(per_seq, params):
+            logits = self.ctx.model.classify_tokens(tokens)
+            if self.columns is not None:
+                logits = logits[:, self.columns]
+            out.append(_activate(logits, self.default_activation if p.use_activation is None else p.use_activation))
+        return out

@@ -27,7 +27,10 @@ class PoolerConfig(BaseModel):
     - ``normalize``: L2-normalize embeddings by default.
     - ``dimensions``: default Matryoshka dimensions when a request names none.
     - ``include_prompt``: whether MEAN/MAX pooling counts the prompt's tokens (ST's flag).
+    - ``use_activation``: default for classify/score/token_classify's softmax or sigmoid.
     - ``step_tag_id``: STEP pooling keeps only the tokens with this id (process reward models).
+    - ``returned_token_ids``: token_classify keeps only these label columns (e.g. a PRM's
+      [no, yes] token logits) before the activation.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -36,7 +39,9 @@ class PoolerConfig(BaseModel):
     normalize: bool | None = None
     dimensions: int | None = None
     include_prompt: bool | None = None
+    use_activation: bool | None = None
     step_tag_id: int | None = None
+    returned_token_ids: list[int] | None = None
 
     def merged(self, other: PoolerConfig | dict[str, Any] | None) -> PoolerConfig:
         """This config with every field that ``other`` sets (not None) replaced."""

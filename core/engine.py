@@ -9,12 +9,14 @@ what else shares its batch.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from poolkit.batch import PackedBatch
 from poolkit.config import ModelConfig, PoolerConfig
+from poolkit.convert import served_tasks
 from poolkit.inputs import InputProcessor, normalize_prompts
 from poolkit.outputs import PoolingRequestOutput
 from poolkit.params import PoolingParams
@@ -25,6 +27,15 @@ from poolkit.weights import load_state_dict
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 _request_ids = itertools.count()
+
+
+@dataclass
+class RerankResult:
+    """One reranked document: its position in the input, its score, and the text if asked for."""
+
+    index: int
+    relevance_score: float
+    document: str | None = None
 
 
 def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
@@ -60,7 +71,8 @@ class Engine:
 
     :param model: a local directory, or a hub id resolved through the Hugging Face cache first.
     :param runner: ``"auto"`` or ``"pooling"`` (poolkit runs pooling models only).
-    :param convert: ``"auto"``/``"none"`` serve the architecture as registered; ``"embed"`` requires it to embed.
+    :param convert: ``"auto"`` (serve what the architecture declares; a ``*ForCausalLM`` becomes an
+        embedder), ``"none"``, ``"embed"`` or ``"classify"`` (see ``poolkit.convert``).
     :param pooler_config: dict or :class:`PoolerConfig`, overriding the model's and ST's settings.
     :param hf_overrides: keys merged into ``config.json`` before anything reads it.
     :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, ``"bfloat16"`` (bf16
@@ -78,8 +90,6 @@ class Engine:
                  kernels: str = "auto") -> None:
         if runner not in ("auto", "pooling"):
             raise ValueError(f"runner={runner!r}: poolkit runs pooling models only; use 'auto' or 'pooling'")
-        if convert not in ("auto", "none", "embed"):
-            raise ValueError(f"convert={convert!r} is not supported; choose 'auto', 'none' or 'embed'")
         if max_batch_tokens < 1:
             raise ValueError("max_batch_tokens must be positive")
         self.host = get_host()
@@ -95,12 +105,15 @@ class Engine:
         self.dtype = _DTYPES[dtype]
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("dtype='float16' is for GPUs; on CPU use 'float32' or 'bfloat16'")
-        if convert == "embed" and "embed" not in model_cls.supported_tasks:
-            raise ValueError(f"Architecture {self.architecture} cannot be converted to embed: it supports "
-                             f"{list(model_cls.supported_tasks)}")
+        tasks = served_tasks(self.architecture, tuple(model_cls.supported_tasks), convert,
+                             bool(getattr(model_cls, "is_generative", False)))
 
         hf = self.model_config.hf_config
-        state = {k: v.to(self.device) for k, v in load_state_dict(self.model_config.path).items()}
+        state = load_state_dict(self.model_config.path)
+        for name in getattr(model_cls, "extra_weight_files", ()):  # e.g. BGE-M3's sparse_linear.pt
+            extra = torch.load(self.model_config.path / name, map_location="cpu", weights_only=True)
+            state.update({f"{name.rsplit('.', 1)[0]}.{k}": v for k, v in extra.items()})
+        state = {k: v.to(self.device) for k, v in state.items()}
         with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
             self.model = model_cls(hf, state, self.dtype, kernels).eval()
         del state
@@ -120,7 +133,7 @@ class Engine:
                                               vocab_size=getattr(hf, "vocab_size", None))
         self._ctx = TaskContext(self.model_config, self.pooler_config, self.host, self.model)
         registered = self.host.registry("tasks")
-        self.supported_tasks = tuple(t for t in model_cls.supported_tasks if t in registered)
+        self.supported_tasks = tuple(t for t in tasks if t in registered)
         self._adapters: dict[str, TaskAdapter] = {}
 
     def _architecture(self) -> tuple[str, type]:
@@ -166,23 +179,106 @@ class Engine:
                 raise ValueError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
             adapter.check(p)
         tokens = self.input_processor(items, params, self.input_processor.resolve_prompt(prompt_name, prompt))
-        results: list[torch.Tensor | None] = [None] * len(items)
+        return self._run(adapter, tokens, params, use_tqdm)
+
+    def _run(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
+             use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Forward pass and pooling for tokenized requests, batched by token budget, in input order."""
+        results: list[torch.Tensor | None] = [None] * len(tokens)
         batches = make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
         if use_tqdm and len(batches) > 1:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=task, unit="batch")
+            batches = tqdm(batches, desc=adapter.name, unit="batch")
         with torch.inference_mode():
             for idx in batches:
                 batch = PackedBatch.from_token_lists(
                     [tokens[i].ids for i in idx],
-                    [tokens[i].token_types for i in idx] if tokens[idx[0]].token_types is not None else None,
+                    [tokens[i].token_types or [0] * len(tokens[i].ids) for i in idx]
+                    if any(tokens[i].token_types for i in idx) else None,
                     [tokens[i].skip for i in idx], device=self.device)
                 pooled = adapter.pool(self.model(batch), batch, [params[i] for i in idx])
                 for i, value in zip(idx, pooled):
                     results[i] = value.float().cpu()
         return [PoolingRequestOutput(str(next(_request_ids)), t.ids, adapter.output_cls(r))
                 for t, r in zip(tokens, results)]
+
+    def classify(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+                 truncate_prompt_tokens: int | None = None, use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Class probabilities per prompt (``.outputs.probs``); labels in :attr:`id2label`."""
+        return self.encode(prompts, "classify", pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                           use_tqdm=use_tqdm)
+
+    def reward(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+               truncate_prompt_tokens: int | None = None, use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Per-token rewards / labels (``token_classify``)."""
+        return self.encode(prompts, "token_classify", pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                           use_tqdm=use_tqdm)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(getattr(self.model, "id2label", {}) or {})
+
+    @property
+    def score_type(self) -> str:
+        """``cross-encoder`` (a 1-label pair classifier), ``late-interaction`` (MaxSim) or ``bi-encoder`` (cosine)."""
+        declared = getattr(self.model, "score_type", None)
+        if declared:
+            return declared
+        if "score" in self.supported_tasks:
+            return "cross-encoder"
+        if "embed" in self.supported_tasks:
+            return "bi-encoder"
+        raise UnknownTaskError(f"{self.architecture} supports neither score nor embed, so it cannot score pairs. "
+                               f"Supported tasks: {list(self.supported_tasks)}")
+
+    def score(self, text_1: str | list[str], text_2: str | list[str],
+              pooling_params: PoolingParams | None = None, *, truncate_prompt_tokens: int | None = None,
+              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Relevance of each (text_1, text_2) pair (``.outputs.score``), for 1:1, 1:N and N:N inputs."""
+        first = [text_1] if isinstance(text_1, str) else list(text_1)
+        second = [text_2] if isinstance(text_2, str) else list(text_2)
+        if len(first) == 1 and len(second) >= 1:
+            first = first * len(second)
+        if len(first) != len(second) or not second:
+            raise ValueError("Input lengths must be either 1:1, 1:N or N:N")
+        params = self._params(pooling_params, len(first), truncate_prompt_tokens)
+        kind = self.score_type
+        if kind == "cross-encoder":
+            adapter = self.task("score")
+            for p in params:
+                adapter.check(p)
+            fmt = getattr(self.model, "format_score_pair", None)  # e.g. Qwen3-Reranker's prompt template
+            if fmt is not None:
+                tokens = self.input_processor([fmt(a, b) for a, b in zip(first, second)], params)
+            else:
+                tokens = self.input_processor.pairs(first, second, params)
+            return self._run(adapter, tokens, params, use_tqdm)
+        task = "embed" if kind == "bi-encoder" else "token_embed"
+        unique = list(dict.fromkeys(first + second))  # embed each distinct text once
+        vectors = {t: o.outputs.data for t, o in zip(unique, self.encode(unique, task, params[0].model_copy(
+            update={"normalize": True}), use_tqdm=use_tqdm))}
+        from poolkit.outputs import ScoringOutput
+
+        outs = []
+        for a, b in zip(first, second):
+            if kind == "bi-encoder":
+                value = torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=-1)
+            else:  # MaxSim: each query token's best match among the document's tokens, summed
+                value = (vectors[a] @ vectors[b].T).max(dim=-1).values.sum()
+            outs.append(PoolingRequestOutput(str(next(_request_ids)), [], ScoringOutput(value.reshape(1))))
+        return outs
+
+    def rerank(self, query: str, documents: list[str], top_n: int | None = None,
+               return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:
+        """Documents sorted by relevance to ``query``: index, relevance_score and optionally the document."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if not documents:
+            return []
+        scores = [o.outputs.score for o in self.score(query, list(documents), **kwargs)]
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or None]
+        return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
 
     @staticmethod
     def _params(pooling_params: Any, n: int, truncate: int | None) -> list[PoolingParams]:

@@ -111,6 +111,18 @@ class InputProcessor:
                 out[i] = TokenizedPrompt(self._checked(enc["input_ids"][j], i), types[j] if types else None, skip)
         return out  # type: ignore[return-value]
 
+    def pairs(self, first: list[str], second: list[str], params: list[PoolingParams]) -> list[TokenizedPrompt]:
+        """Cross-encoder inputs: each (first, second) tokenized as one pair, with token type ids."""
+        out: list[TokenizedPrompt] = []
+        for i, (a, b, par) in enumerate(zip(first, second, params)):
+            if not isinstance(a, str) or not isinstance(b, str):
+                raise TypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
+            k = self._truncation(par)
+            enc = self.tokenizer(a, b, truncation="longest_first" if k is not None else False, max_length=k,
+                                 return_attention_mask=False, verbose=False)
+            out.append(TokenizedPrompt(self._checked(enc["input_ids"], i), enc.get("token_type_ids")))
+        return out
+
     def _checked(self, ids: list[int], i: int) -> list[int]:
         if len(ids) > self.max_model_len:
             raise ValueError(

@@ -32,6 +32,30 @@ class TokenEmbeddingOutput(PoolingOutput):
         return self.data.tolist()
 
 
+class ClassificationOutput(PoolingOutput):
+    """``classify``: class probabilities (raw logits with ``use_activation=False``)."""
+
+    @property
+    def probs(self) -> list[float]:
+        return self.data.tolist()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.data.shape[-1])
+
+
+class ScoringOutput(PoolingOutput):
+    """``score``: one relevance score for a pair of texts."""
+
+    @property
+    def score(self) -> float:
+        return float(self.data.reshape(-1)[0])
+
+
+class TokenClassificationOutput(PoolingOutput):
+    """``token_classify``: per-token class probabilities (or rewards), ``(tokens, labels)``."""
+
+
 @dataclass
 class PoolingRequestOutput:
     """One input's result: its id, the token ids it was run with, and the task's output."""

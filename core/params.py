@@ -13,6 +13,8 @@ class PoolingParams(BaseModel):
     - ``truncate_prompt_tokens``: keep at most this many tokens (special tokens included, cut from
       the end as Sentence Transformers does); ``-1`` means the model's limit.
     - ``task``: the pooling task; ``Engine.encode(task=...)`` sets it.
+    - ``use_activation``: classify/score/token_classify apply softmax (>= 2 labels) or sigmoid
+      (1 label) unless this is False, which returns raw logits.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -21,3 +23,4 @@ class PoolingParams(BaseModel):
     normalize: bool | None = None
     truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
     task: str | None = None
+    use_activation: bool | None = None

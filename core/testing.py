@@ -30,18 +30,26 @@ def copy_wordpiece_tokenizer(dest: str | Path) -> None:
 
 def build_tiny_bert(dest: str | Path, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
                     intermediate_size: int = 64, type_vocab_size: int = 2, seed: int = 0,
-                    architectures: list[str] | None = None, **config: Any) -> Path:
-    """Save a random-weight ``BertModel`` (safetensors) with a WordPiece tokenizer to ``dest``."""
+                    architectures: list[str] | None = None, head: str | None = None, num_labels: int = 2,
+                    **config: Any) -> Path:
+    """Save a random-weight BERT (safetensors) with a WordPiece tokenizer to ``dest``.
+
+    ``head``: None for ``BertModel``, ``"sequence"`` for ``BertForSequenceClassification`` (a
+    cross-encoder when ``num_labels=1``), ``"token"`` for ``BertForTokenClassification``.
+    """
     import torch
-    from transformers import BertConfig, BertModel
+    import transformers
+    from transformers import BertConfig
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     cfg = BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=num_layers,
                      num_attention_heads=num_heads, intermediate_size=intermediate_size,
-                     type_vocab_size=type_vocab_size, max_position_embeddings=512, **config)
+                     type_vocab_size=type_vocab_size, max_position_embeddings=512, num_labels=num_labels,
+                     **config)
     torch.manual_seed(seed)
-    model = BertModel(cfg, add_pooling_layer=True).eval()
+    cls = {None: "BertModel", "sequence": "BertForSequenceClassification", "token": "BertForTokenClassification"}[head]
+    model = getattr(transformers, cls)(cfg).eval()
     with torch.no_grad():  # random weights with a scale that keeps activations lively
         for p in model.parameters():
             p.normal_(0, 0.2)

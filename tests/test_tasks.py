@@ -1,0 +1,146 @@
+"""classify / score / rerank / token_classify on BERT heads, vs transformers and Sentence Transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poolkit import Engine, PoolingParams, testing
+from poolkit.convert import default_convert, served_tasks
+
+PAIRS = [("how do I bake bread", "Mix flour, water and yeast, then bake."),
+         ("capital of France", "Paris is the capital of France."),
+         ("capital of France", "Bread needs yeast."),
+         ("短い", "長い文書 " * 20)]
+
+
+@pytest.fixture(scope="module")
+def cls3_dir(tmp_path_factory):
+    return testing.build_tiny_bert(tmp_path_factory.mktemp("cls3"), head="sequence", num_labels=3, seed=5,
+                                   id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
+
+
+@pytest.fixture(scope="module")
+def cross_dir(tmp_path_factory):
+    return testing.build_tiny_bert(tmp_path_factory.mktemp("cross"), head="sequence", num_labels=1, seed=6)
+
+
+@pytest.fixture(scope="module")
+def ner_dir(tmp_path_factory):
+    return testing.build_tiny_bert(tmp_path_factory.mktemp("ner"), head="token", num_labels=5, seed=7)
+
+
+def _hf_logits(path, cls_name, *texts):
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = getattr(transformers, cls_name).from_pretrained(path).eval()
+    enc = tok(*texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**enc).logits, enc["attention_mask"]
+
+
+def test_classify_matches_transformers(cls3_dir):
+    texts = ["great movie", "terrible, would not watch again", "it was fine I guess", "ok"]
+    want, _ = _hf_logits(cls3_dir, "BertForSequenceClassification", texts)
+    engine = Engine(str(cls3_dir))
+    assert engine.supported_tasks == ("classify", "score") and engine.id2label == {0: "neg", 1: "neu", 2: "pos"}
+    probs = torch.stack([o.outputs.data for o in engine.classify(texts)])
+    assert testing.max_abs_diff(probs, torch.softmax(want, -1)) <= 1e-5
+    raw = torch.stack([o.outputs.data for o in engine.classify(texts, PoolingParams(use_activation=False))])
+    assert testing.max_abs_diff(raw, want) <= 1e-5
+    assert len(engine.classify("x")[0].outputs.probs) == 3
+
+
+def test_cross_encoder_score_matches_sentence_transformers(cross_dir):
+    from sentence_transformers import CrossEncoder
+
+    want = torch.tensor(CrossEncoder(str(cross_dir), device="cpu").predict(PAIRS))
+    engine = Engine(str(cross_dir))
+    assert engine.score_type == "cross-encoder"
+    got = torch.tensor([o.outputs.score for o in engine.score([a for a, _ in PAIRS], [b for _, b in PAIRS])])
+    assert testing.max_abs_diff(got, want) <= 1e-5
+    logits, _ = _hf_logits(cross_dir, "BertForSequenceClassification", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    assert testing.max_abs_diff(got, torch.sigmoid(logits[:, 0])) <= 1e-5
+
+
+def test_score_shapes_and_errors(cross_dir):
+    engine = Engine(str(cross_dir))
+    one_to_n = engine.score("capital of France", ["Paris.", "Bread.", "Berlin."])
+    n_to_n = engine.score(["capital of France"] * 3, ["Paris.", "Bread.", "Berlin."])
+    assert [o.outputs.score for o in one_to_n] == pytest.approx([o.outputs.score for o in n_to_n], abs=1e-6)
+    assert len(engine.score("a", "b")) == 1
+    for a, b in ((["a", "b"], ["c", "d", "e"]), (["a", "b"], []), ([], ["x"])):
+        with pytest.raises(ValueError, match="Input lengths must be either 1:1, 1:N or N:N"):
+            engine.score(a, b)
+
+
+def test_rerank(cross_dir):
+    engine = Engine(str(cross_dir))
+    docs = [b for _, b in PAIRS]
+    scores = [o.outputs.score for o in engine.score("capital of France", docs)]
+    ranked = engine.rerank("capital of France", docs, top_n=2, return_documents=True)
+    order = sorted(range(len(docs)), key=lambda i: -scores[i])[:2]
+    assert [r.index for r in ranked] == order
+    assert [r.relevance_score for r in ranked] == pytest.approx([scores[i] for i in order])
+    assert ranked[0].document == docs[order[0]]
+    assert engine.rerank("q", docs)[0].document is None and engine.rerank("q", []) == []
+
+
+def test_bi_encoder_score_is_cosine(tiny_bert_dir):
+    engine = Engine(str(tiny_bert_dir))
+    assert engine.score_type == "bi-encoder"
+    [out] = engine.score("first text", "second text")
+    from transformers import AutoTokenizer, BertModel
+
+    tok, model = AutoTokenizer.from_pretrained(tiny_bert_dir), BertModel.from_pretrained(tiny_bert_dir).eval()
+    with torch.no_grad():
+        h = [model(**tok(t, return_tensors="pt")).last_hidden_state[0, 0] for t in ("first text", "second text")]
+    assert out.outputs.score == pytest.approx(torch.cosine_similarity(h[0], h[1], dim=0).item(), abs=1e-5)
+
+
+def test_token_classification_matches_transformers(ner_dir):
+    texts = ["John lives in New York", "Paris"]
+    engine = Engine(str(ner_dir))
+    logits, mask = _hf_logits(ner_dir, "BertForTokenClassification", texts)
+    outs = engine.reward(texts)
+    for o, lg, m in zip(outs, logits, mask):
+        want = torch.softmax(lg[m.bool()], -1)
+        assert o.outputs.data.shape == want.shape
+        assert testing.max_abs_diff(o.outputs.data, want) <= 1e-5
+    raw = engine.encode(texts[:1], task="token_classify", pooling_params=PoolingParams(use_activation=False))
+    assert testing.max_abs_diff(raw[0].outputs.data, logits[0][mask[0].bool()]) <= 1e-5
+
+
+def test_unsupported_task_lists_supported_tasks(cls3_dir, ner_dir):
+    with pytest.raises(KeyError, match=r"Task 'embed' is not supported.*Supported tasks: \['classify', 'score'\]"):
+        Engine(str(cls3_dir)).embed("x")
+    with pytest.raises(KeyError, match=r"Supported tasks: \['token_classify'\]"):
+        Engine(str(ner_dir)).classify("x")
+    with pytest.raises(ValueError, match="cross-encoder score needs a classifier with 1 label"):
+        Engine(str(cls3_dir)).score("a", "b")
+
+
+@pytest.mark.parametrize("arch,kind", [
+    ("FooForTextEncoding", "embed"), ("FooEmbeddingModel", "embed"), ("BertModel", "embed"),
+    ("Qwen2ForRewardModeling", "embed"), ("Qwen2RewardModel", "embed"),
+    ("BertForSequenceClassification", "classify"), ("BertForTokenClassification", "classify"),
+    ("JambaForSequenceClassification", "classify"), ("FooClassificationModel", "classify"),
+    ("Qwen3ForCausalLM", None), ("T5ForConditionalGeneration", None),
+])
+def test_convert_suffix_rules(arch, kind):
+    assert default_convert(arch) == kind
+
+
+def test_convert_choices(tiny_bert_dir, cls3_dir):
+    assert served_tasks("XForCausalLM", ("embed", "token_embed"), "auto", generative=True) == ("embed", "token_embed")
+    with pytest.raises(ValueError, match="generative checkpoint.*convert='embed'"):
+        served_tasks("XForCausalLM", ("embed",), "none", generative=True)
+    assert Engine(str(tiny_bert_dir), convert="embed").supported_tasks == ("embed", "token_embed")
+    with pytest.raises(ValueError, match="cannot be converted to classify"):
+        Engine(str(tiny_bert_dir), convert="classify")
+    with pytest.raises(ValueError, match="cannot be converted to embed"):
+        Engine(str(cls3_dir), convert="embed")
+    assert Engine(str(cls3_dir), convert="classify").supported_tasks == ("classify", "score")
+    with pytest.raises(ValueError, match="convert='reward'"):
+        Engine(str(cls3_dir), convert="reward")
