@@ -11,6 +11,22 @@ ARCHITECTURES = {
     "BertModel": ("bert", "BertForEmbedding", ("embed", "token_embed")),
     "BertForSequenceClassification": ("bert", "BertForSequenceClassification", ("classify", "score")),
     "BertForTokenClassification": ("bert", "BertForTokenClassification", ("token_classify",)),
+    "ModernBertModel": ("modernbert", "ModernBertForEmbedding", ("embed", "token_embed")),
+    "ModernBertForSequenceClassification": ("modernbert", "ModernBertForSequenceClassification", ("classify", "score")),
+    "RobertaModel": ("roberta", "RobertaForEmbedding", ("embed", "token_embed")),
+    "XLMRobertaModel": ("roberta", "RobertaForEmbedding", ("embed", "token_embed")),
+    "RobertaForSequenceClassification": ("roberta", "RobertaForSequenceClassification", ("classify", "score")),
+    "XLMRobertaForSequenceClassification": ("roberta", "RobertaForSequenceClassification", ("classify", "score")),
+    "BgeM3EmbeddingModel": ("bge_m3", "BgeM3EmbeddingModel", ("embed", "token_embed", "token_classify")),
+    "LlamaModel": ("llama", "LlamaForEmbedding", ("embed", "token_embed")),
+    "Qwen2Model": ("llama", "Qwen2ForEmbedding", ("embed", "token_embed")),
+    "Qwen3Model": ("llama", "Qwen3ForEmbedding", ("embed", "token_embed")),
+    "LlamaForCausalLM": ("llama", "LlamaCausalLMForEmbedding", ("embed", "token_embed")),
+    "Qwen2ForCausalLM": ("llama", "Qwen2CausalLMForEmbedding", ("embed", "token_embed")),
+    "Qwen3ForCausalLM": ("llama", "Qwen3CausalLMForEmbedding", ("embed", "token_embed")),
+    "LlamaForSequenceClassification": ("llama", "LlamaForSequenceClassification", ("classify", "score")),
+    "Qwen2ForSequenceClassification": ("llama", "Qwen2ForSequenceClassification", ("classify", "score")),
+    "Qwen3ForSequenceClassification": ("llama", "Qwen3ForSequenceClassification", ("classify", "score")),
 }
 
 
@@ -18,3 +34,6 @@ ARCHITECTURES = {
 def register_architectures(register):
     for arch, (module, cls, tasks) in ARCHITECTURES.items():
         register(arch, f"poolkit.builtin_models.{module}:{cls}", tasks=tasks)
+    # any other architecture transformers implements: padded, through transformers itself
+    register("TransformersFallback", "poolkit.builtin_models.transformers_fallback:TransformersFallback",
+             tasks=("embed", "token_embed", "classify", "score", "token_classify"), fallback=True)

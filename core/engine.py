@@ -105,10 +105,10 @@ class Engine:
         self.dtype = _DTYPES[dtype]
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("dtype='float16' is for GPUs; on CPU use 'float32' or 'bfloat16'")
-        tasks = served_tasks(self.architecture, tuple(model_cls.supported_tasks), convert,
-                             bool(getattr(model_cls, "is_generative", False)))
-
         hf = self.model_config.hf_config
+        declared = model_cls.tasks_for(hf) if hasattr(model_cls, "tasks_for") else tuple(model_cls.supported_tasks)
+        tasks = served_tasks(self.architecture, declared, convert, bool(getattr(model_cls, "is_generative", False)))
+
         state = load_state_dict(self.model_config.path)
         for name in getattr(model_cls, "extra_weight_files", ()):  # e.g. BGE-M3's sparse_linear.pt
             extra = torch.load(self.model_config.path / name, map_location="cpu", weights_only=True)
@@ -120,7 +120,7 @@ class Engine:
         _release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
 
         st = self.model_config.st
-        self.pooler_config = (PoolerConfig(pooling_type=model_cls.default_pooling, normalize=True)
+        self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
                               .merged(st.pooler if st else None).merged(pooler_config))
         limit = getattr(hf, "max_position_embeddings", None) or 10**9
         self.max_model_len = min(max_model_len or limit, limit)
@@ -137,14 +137,21 @@ class Engine:
         self._adapters: dict[str, TaskAdapter] = {}
 
     def _architecture(self) -> tuple[str, type]:
+        """The registered class for the first known architecture, else a fallback that accepts it."""
         archs = self.model_config.architectures
         registry = self.host.registry("architectures")
         for arch in archs:
-            if arch in registry:
+            if arch in registry and not registry.get(arch).meta.get("fallback"):
                 return arch, registry.load(arch)
+        for name in registry.names():
+            if registry.get(name).meta.get("fallback") and archs:
+                cls = registry.load(name)
+                if cls.accepts(self.model_config.hf_config):
+                    return archs[0], cls
         raise UnknownArchitectureError(
             f"Model architectures {archs} of '{self.model_config.name}' are not supported. Registered "
-            f"architectures: {registry.names()}. A plugin may provide it: install it and run 'poolkit plugins'."
+            f"architectures: {[n for n in registry.names() if not registry.get(n).meta.get('fallback')]}. "
+            f"A plugin may provide it: install it and run 'poolkit plugins'."
         )
 
     def task(self, name: str) -> TaskAdapter:

@@ -144,3 +144,52 @@ def test_convert_choices(tiny_bert_dir, cls3_dir):
     assert Engine(str(cls3_dir), convert="classify").supported_tasks == ("classify", "score")
     with pytest.raises(ValueError, match="convert='reward'"):
         Engine(str(cls3_dir), convert="reward")
+
+
+@pytest.fixture(scope="module")
+def distilbert_dirs(tmp_path_factory):
+    """Architectures with no native family: served by the transformers fallback."""
+    import transformers
+
+    dirs = {}
+    for name, extra in (("DistilBertModel", {}), ("DistilBertForSequenceClassification", {"num_labels": 1}),
+                        ("DistilBertForTokenClassification", {"num_labels": 4})):
+        cfg = transformers.DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64, **extra)
+        torch.manual_seed(11)
+        model = getattr(transformers, name)(cfg).eval()
+        d = tmp_path_factory.mktemp(name)
+        model.save_pretrained(d, safe_serialization=True)
+        testing.copy_wordpiece_tokenizer(d)
+        dirs[name] = d
+    return dirs
+
+
+def test_transformers_fallback_serves_unknown_architectures(distilbert_dirs):
+    import transformers
+
+    texts = ["a short one", "and a noticeably longer text for padding", "x"]
+    tok = transformers.AutoTokenizer.from_pretrained(distilbert_dirs["DistilBertModel"])
+    base = Engine(str(distilbert_dirs["DistilBertModel"]))
+    assert base.supported_tasks == ("embed", "token_embed") and base.pooler_config.pooling_type == "CLS"
+    ref = transformers.DistilBertModel.from_pretrained(distilbert_dirs["DistilBertModel"]).eval()
+    for text, out in zip(texts, base.embed(texts)):
+        with torch.no_grad():
+            h = ref(**tok(text, return_tensors="pt")).last_hidden_state[0, 0]
+        assert testing.max_abs_diff(out.outputs.data, torch.nn.functional.normalize(h, dim=-1)) <= 1e-5
+
+    cross = Engine(str(distilbert_dirs["DistilBertForSequenceClassification"]))
+    assert cross.score_type == "cross-encoder"
+    ref = transformers.DistilBertForSequenceClassification.from_pretrained(
+        distilbert_dirs["DistilBertForSequenceClassification"]).eval()
+    [out] = cross.score("query", "document text")
+    with torch.no_grad():
+        want = torch.sigmoid(ref(**tok("query", "document text", return_tensors="pt")).logits[0, 0])
+    assert out.outputs.score == pytest.approx(want.item(), abs=1e-5)
+
+    ner = Engine(str(distilbert_dirs["DistilBertForTokenClassification"]))
+    ref = transformers.DistilBertForTokenClassification.from_pretrained(
+        distilbert_dirs["DistilBertForTokenClassification"]).eval()
+    for text, out in zip(texts, ner.reward(texts)):
+        with torch.no_grad():
+            want = torch.softmax(ref(**tok(text, return_tensors="pt")).logits[0], -1)
+        assert testing.max_abs_diff(out.outputs.data, want) <= 1e-5
