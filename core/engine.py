@@ -177,16 +177,38 @@ class Engine:
                truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
                use_tqdm: bool = False) -> list[PoolingRequestOutput]:
         """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order."""
+        adapter, tokens, params = self.prepare(prompts, task or pooling_task, pooling_params,
+                                               truncate_prompt_tokens=truncate_prompt_tokens,
+                                               prompt_name=prompt_name, prompt=prompt)
+        return self._run(adapter, tokens, params, use_tqdm)
+
+    def prepare(self, prompts: Any, task: str | None = None,
+                pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+                truncate_prompt_tokens: int | None = None, prompt_name: str | None = None,
+                prompt: str | None = None) -> tuple[TaskAdapter, list[Any], list[PoolingParams]]:
+        """Validate and tokenize a request without running it (the server batches across requests).
+
+        :returns: the task adapter, one :class:`poolkit.inputs.TokenizedPrompt` per prompt, their params.
+        """
         items = normalize_prompts(prompts)
         params = self._params(pooling_params, len(items), truncate_prompt_tokens)
-        task = task or pooling_task or (params[0].task if params else None) or self.supported_tasks[0]
+        task = task or (params[0].task if params else None) or self.supported_tasks[0]
         adapter = self.task(task)
         for p in params:
             if p.task not in (None, task):
                 raise ValueError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
             adapter.check(p)
         tokens = self.input_processor(items, params, self.input_processor.resolve_prompt(prompt_name, prompt))
-        return self._run(adapter, tokens, params, use_tqdm)
+        return adapter, tokens, params
+
+    def run_batch(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[torch.Tensor]:
+        """One forward pass over ``tokens`` as a single packed batch; one pooled tensor each, on CPU."""
+        batch = PackedBatch.from_token_lists(
+            [t.ids for t in tokens],
+            [t.token_types or [0] * len(t.ids) for t in tokens] if any(t.token_types for t in tokens) else None,
+            [t.skip for t in tokens], device=self.device)
+        with torch.inference_mode():
+            return [v.float().cpu() for v in adapter.pool(self.model(batch), batch, params)]
 
     def _run(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
@@ -197,16 +219,10 @@ class Engine:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=adapter.name, unit="batch")
-        with torch.inference_mode():
-            for idx in batches:
-                batch = PackedBatch.from_token_lists(
-                    [tokens[i].ids for i in idx],
-                    [tokens[i].token_types or [0] * len(tokens[i].ids) for i in idx]
-                    if any(tokens[i].token_types for i in idx) else None,
-                    [tokens[i].skip for i in idx], device=self.device)
-                pooled = adapter.pool(self.model(batch), batch, [params[i] for i in idx])
-                for i, value in zip(idx, pooled):
-                    results[i] = value.float().cpu()
+        for idx in batches:
+            pooled = self.run_batch(adapter, [tokens[i] for i in idx], [params[i] for i in idx])
+            for i, value in zip(idx, pooled):
+                results[i] = value
         return [PoolingRequestOutput(str(next(_request_ids)), t.ids, adapter.output_cls(r))
                 for t, r in zip(tokens, results)]
 
