@@ -161,9 +161,7 @@ class TokenClassifyTask(TaskAdapter):
 
     def pool(self, hidden, batch, params):
         out = []
-        embed_tokens = getattr(self.ctx.model, "embed_tokens", None)
-        per_seq = embed_tokens(hidden, batch) if embed_tokens is not None else self.method(hidden, batch)
-        for tokens, p in zip(per_seq, params):
+        for tokens, p in zip(self.method(hidden, batch), params):
             logits = self.ctx.model.classify_tokens(tokens)
             if self.columns is not None:
                 logits = logits[:, self.columns]

@@ -18,7 +18,7 @@ from poolkit.batch import PackedBatch
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.convert import served_tasks
 from poolkit.inputs import InputProcessor, normalize_prompts
-from poolkit.outputs import PoolingRequestOutput
+from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import UnknownArchitectureError, UnknownTaskError, get_host
 from poolkit.tasks import TaskAdapter, TaskContext
@@ -27,6 +27,40 @@ from poolkit.weights import load_state_dict
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 _request_ids = itertools.count()
+
+
+@dataclass
+class ScorePlan:
+    """A tokenized score request: what to run, and how to turn its pooled outputs into pair scores."""
+
+    kind: str  # cross-encoder | bi-encoder | late-interaction
+    adapter: TaskAdapter
+    tokens: list[Any]
+    params: list[PoolingParams]
+    first: list[str]
+    second: list[str]
+    unique: list[str]  # the distinct texts embedded (bi-encoder, late-interaction)
+
+    def finish(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One ``(1,)`` score per pair."""
+        if self.kind == "cross-encoder":
+            return [p.reshape(1) for p in pooled]
+        vec = dict(zip(self.unique, pooled))
+        if self.kind == "bi-encoder":
+            return [torch.nn.functional.cosine_similarity(vec[a], vec[b], dim=-1).reshape(1)
+                    for a, b in zip(self.first, self.second)]
+        # MaxSim: each query token's best match among the document's tokens, summed
+        return [(vec[a] @ vec[b].T).max(dim=-1).values.sum().reshape(1) for a, b in zip(self.first, self.second)]
+
+    def pair_token_ids(self) -> list[list[int]]:
+        if self.kind == "cross-encoder":
+            return [t.ids for t in self.tokens]
+        ids = {text: t.ids for text, t in zip(self.unique, self.tokens)}
+        return [ids[a] + ids[b] for a, b in zip(self.first, self.second)]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(t.ids) for t in self.tokens)
 
 
 @dataclass
@@ -81,13 +115,15 @@ class Engine:
     :param max_model_len: cap on tokens per input (default: the model's position limit).
     :param max_batch_tokens: token budget of one forward pass.
     :param kernels: ``"auto"`` (oneDNN prepacked linears on CPU when they pass a probe) or ``"torch"``.
+    :param io_processor_plugin: the IO processor of the ``plugin`` task (docs/plugins.md); default:
+        ``config.json``'s ``io_processor_plugin``, none if absent; ``""`` turns that one off.
     """
 
     def __init__(self, model: str, runner: str = "auto", convert: str = "auto",
                  pooler_config: PoolerConfig | dict[str, Any] | None = None, hf_overrides: dict[str, Any] | None = None,
                  dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
                  max_batch_tokens: int = 2048, trust_remote_code: bool = False, revision: str | None = None,
-                 kernels: str = "auto") -> None:
+                 kernels: str = "auto", io_processor_plugin: str | None = None) -> None:
         if runner not in ("auto", "pooling"):
             raise ValueError(f"runner={runner!r}: poolkit runs pooling models only; use 'auto' or 'pooling'")
         if max_batch_tokens < 1:
@@ -122,7 +158,8 @@ class Engine:
         st = self.model_config.st
         self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
                               .merged(st.pooler if st else None).merged(pooler_config))
-        limit = getattr(hf, "max_position_embeddings", None) or 10**9
+        # a family may know better than the config (RoBERTa's positions start after padding_idx)
+        limit = getattr(self.model, "max_model_len", None) or getattr(hf, "max_position_embeddings", None) or 10**9
         self.max_model_len = min(max_model_len or limit, limit)
         self.max_batch_tokens = max_batch_tokens
         from transformers import AutoTokenizer
@@ -135,6 +172,11 @@ class Engine:
         registered = self.host.registry("tasks")
         self.supported_tasks = tuple(t for t in tasks if t in registered)
         self._adapters: dict[str, TaskAdapter] = {}
+        from poolkit.io_plugins.runner import IOProcessorRunner
+
+        self.io_processor = IOProcessorRunner.configure(self, io_processor_plugin)  # the `plugin` task
+        if self.io_processor is not None:
+            self.supported_tasks += ("plugin",)
 
     def _architecture(self) -> tuple[str, type]:
         """The registered class for the first known architecture, else a fallback that accepts it."""
@@ -176,11 +218,29 @@ class Engine:
                pooling_params: PoolingParams | list[PoolingParams] | None = None, *, pooling_task: str | None = None,
                truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
                use_tqdm: bool = False) -> list[PoolingRequestOutput]:
-        """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order."""
+        """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order.
+
+        ``task="plugin"``: ``prompts`` is one request of the IO processor, or a list of them; the
+        result is the processor's output per request, and a failed request raises its IOProcessorError.
+        """
+        if (task or pooling_task) == "plugin":
+            return self._io_processor().encode(prompts, pooling_params)
         adapter, tokens, params = self.prepare(prompts, task or pooling_task, pooling_params,
                                                truncate_prompt_tokens=truncate_prompt_tokens,
                                                prompt_name=prompt_name, prompt=prompt)
         return self._run(adapter, tokens, params, use_tqdm)
+
+    def encode_plugin_batch(self, requests: list[Any],
+                            pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
+        """The ``plugin`` task with failures isolated: per request, the output or its IOProcessorError."""
+        return self._io_processor().run(requests, pooling_params)
+
+    def _io_processor(self) -> Any:
+        if self.io_processor is None:
+            from poolkit.io_plugins.runner import not_configured_error
+
+            raise not_configured_error(self)
+        return self.io_processor
 
     def prepare(self, prompts: Any, task: str | None = None,
                 pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
@@ -259,15 +319,24 @@ class Engine:
               pooling_params: PoolingParams | None = None, *, truncate_prompt_tokens: int | None = None,
               use_tqdm: bool = False) -> list[PoolingRequestOutput]:
         """Relevance of each (text_1, text_2) pair (``.outputs.score``), for 1:1, 1:N and N:N inputs."""
+        plan = self.prepare_score(text_1, text_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens)
+        pooled = [o.outputs.data for o in self._run(plan.adapter, plan.tokens, plan.params, use_tqdm)]
+        return [PoolingRequestOutput(str(next(_request_ids)), ids, ScoringOutput(value))
+                for ids, value in zip(plan.pair_token_ids(), plan.finish(pooled))]
+
+    def prepare_score(self, text_1: str | list[str], text_2: str | list[str],
+                      pooling_params: PoolingParams | None = None, *,
+                      truncate_prompt_tokens: int | None = None) -> ScorePlan:
+        """Validate and tokenize a score request; :meth:`ScorePlan.finish` turns pooled outputs into scores."""
         first = [text_1] if isinstance(text_1, str) else list(text_1)
         second = [text_2] if isinstance(text_2, str) else list(text_2)
         if len(first) == 1 and len(second) >= 1:
             first = first * len(second)
         if len(first) != len(second) or not second:
             raise ValueError("Input lengths must be either 1:1, 1:N or N:N")
-        params = self._params(pooling_params, len(first), truncate_prompt_tokens)
         kind = self.score_type
         if kind == "cross-encoder":
+            params = self._params(pooling_params, len(first), truncate_prompt_tokens)
             adapter = self.task("score")
             for p in params:
                 adapter.check(p)
@@ -276,21 +345,12 @@ class Engine:
                 tokens = self.input_processor([fmt(a, b) for a, b in zip(first, second)], params)
             else:
                 tokens = self.input_processor.pairs(first, second, params)
-            return self._run(adapter, tokens, params, use_tqdm)
-        task = "embed" if kind == "bi-encoder" else "token_embed"
-        unique = list(dict.fromkeys(first + second))  # embed each distinct text once
-        vectors = {t: o.outputs.data for t, o in zip(unique, self.encode(unique, task, params[0].model_copy(
-            update={"normalize": True}), use_tqdm=use_tqdm))}
-        from poolkit.outputs import ScoringOutput
-
-        outs = []
-        for a, b in zip(first, second):
-            if kind == "bi-encoder":
-                value = torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=-1)
-            else:  # MaxSim: each query token's best match among the document's tokens, summed
-                value = (vectors[a] @ vectors[b].T).max(dim=-1).values.sum()
-            outs.append(PoolingRequestOutput(str(next(_request_ids)), [], ScoringOutput(value.reshape(1))))
-        return outs
+            return ScorePlan(kind, adapter, tokens, params, first, second, [])
+        unique = list(dict.fromkeys(first + second))  # embed each distinct text once, normalized
+        base = (pooling_params or PoolingParams()).model_copy(update={"normalize": True})
+        adapter, tokens, params = self.prepare(unique, "embed" if kind == "bi-encoder" else "token_embed", base,
+                                               truncate_prompt_tokens=truncate_prompt_tokens)
+        return ScorePlan(kind, adapter, tokens, params, first, second, unique)
 
     def rerank(self, query: str, documents: list[str], top_n: int | None = None,
                return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:

@@ -1,0 +1,83 @@
+"""BGE-M3 (an XLM-RoBERTa checkpoint plus two small heads): dense, sparse and ColBERT outputs, packed.
+
+References: FlagEmbedding's ``BGE_M3/modeling.py`` (``BGEM3Model``: ``_dense_embedding``,
+``_sparse_embedding``, ``_colbert_embedding``) and vLLM's ``BgeM3EmbeddingModel`` in
+vllm/model_executor/models/roberta.py. Selected with
+``hf_overrides={"architectures": ["BgeM3EmbeddingModel"]}`` on the BAAI/bge-m3 directory.
+
+- ``embed``: the ``<s>`` token's hidden state (``default_pooling`` CLS), normalized by the task;
+- ``token_classify``: sparse lexical weights ``relu(sparse_linear(h))``, one per token, ``(N, 1)``,
+  returned as they are (``default_use_activation`` False: no sigmoid);
+- ``token_embed``: ColBERT vectors ``colbert_linear(h)`` of every token but the first (``<s>``),
+  normalized by the task.
+
+The two heads are not in ``model.safetensors``: FlagEmbedding saves them next to it as
+``sparse_linear.pt`` and ``colbert_linear.pt``, each a torch state dict ``{"weight", "bias"}``. The
+class names them in ``extra_weight_files``; whoever builds it (the Engine) loads each file with
+:func:`load_extra_weight_files` into the state dict under ``<file stem>.<key>``
+(``sparse_linear.weight``...). The class itself only reads state-dict keys, so it is built the same
+way as every other model class, from ``(hf_config, state_dict)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from poolkit.batch import PackedBatch
+from poolkit.builtin_models.roberta import RobertaForEmbedding
+from poolkit.kernels import FastLinear
+
+
+def load_extra_weight_files(model_dir: str | Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Tensors of the torch state-dict files ``names`` in ``model_dir``, keyed ``<file stem>.<key>``.
+
+    A missing file is skipped: the model class then raises a ``KeyError`` naming the key it lacks.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for name in names:
+        path = Path(model_dir) / name
+        if path.is_file():
+            part = torch.load(path, map_location="cpu", weights_only=True)
+            state.update({f"{path.stem}.{key}": value for key, value in part.items()})
+    return state
+
+
+def _take_head(sd: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        return sd.pop(f"{name}.weight"), sd.pop(f"{name}.bias")
+    except KeyError:
+        raise KeyError(f"BGE-M3 needs the tensors '{name}.weight' and '{name}.bias', loaded from {name}.pt in the "
+                       f"model directory (BgeM3EmbeddingModel.extra_weight_files); the state dict has none") from None
+
+
+class BgeM3EmbeddingModel(RobertaForEmbedding):
+    """XLM-RoBERTa encoder with BGE-M3's sparse (``token_classify``) and ColBERT (``token_embed``) heads."""
+
+    default_pooling = "CLS"  # BGE-M3's dense vector is the normalized <s> state
+    supported_tasks = ("embed", "token_embed", "token_classify")
+    # torch state dicts beside the checkpoint, loaded into the state dict as "<stem>.weight"/"<stem>.bias"
+    extra_weight_files = ("sparse_linear.pt", "colbert_linear.pt")
+    default_use_activation = False  # sparse weights are relu outputs already: no sigmoid on top
+
+    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                 kernels: str = "auto") -> None:
+        sparse, colbert = _take_head(sd, "sparse_linear"), _take_head(sd, "colbert_linear")
+        super().__init__(cfg, sd, dtype, kernels)
+        # the heads see every token: matmuls in the compute dtype like the encoder's, results in fp32
+        self.sparse_linear = FastLinear(*sparse, "relu", dtype, kernels)  # C -> 1, relu fused
+        self.colbert_linear = FastLinear(*colbert, None, dtype, kernels)  # C -> colbert_dim
+        self.num_labels = 1
+        self.id2label = {0: "sparse_weight"}
+
+    def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Sparse lexical weights ``relu(sparse_linear(h))``: ``(N, C) -> (N, 1)``."""
+        return self.sparse_linear(hidden)
+
+    def embed_tokens(self, hidden: torch.Tensor, batch: PackedBatch) -> list[torch.Tensor]:
+        """ColBERT vectors, not normalized: ``(L_i - 1, colbert_dim)`` per sequence, the ``<s>`` token dropped."""
+        keep = batch.positions > 0  # (N,) every token but each sequence's first
+        vectors = self.colbert_linear(hidden[keep])  # (N - B, D)
+        return list(vectors.split([n - 1 for n in batch.lengths]))
