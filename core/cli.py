@@ -75,6 +75,48 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if any(r["error"] for r in rows) and args.strict else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from poolkit.server.app import create_app
+        from poolkit.server.state import Limits
+    except ImportError as exc:
+        raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
+    models = [args.model_path, *(args.model or [])]
+    names = list(args.served_model_name or [])
+    if len(names) > len(models):
+        raise SystemExit("poolkit serve: more --served-model-name values than models")
+    names += [str(m) for m in models[len(names):]]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"poolkit serve: served model names must be unique, got {names}")
+    engine_args = dict(runner=args.runner, convert=args.convert, pooler_config=_json_arg(args.pooler_config),
+                       hf_overrides=_json_arg(args.hf_overrides), dtype=args.dtype, device=args.device,
+                       max_model_len=args.max_model_len, max_batch_tokens=args.max_batch_tokens,
+                       trust_remote_code=args.trust_remote_code, revision=args.revision)
+
+    def load_engines():
+        from poolkit import Engine
+
+        return {name: Engine(model, **engine_args) for name, model in zip(names, models)}
+
+    limits = Limits(max_client_batch_size=args.max_client_batch_size, max_body_bytes=args.max_body_bytes,
+                    max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,
+                    max_batch_tokens=args.max_batch_tokens)
+    app = create_app(load_engines, limits=limits, api_key=args.api_key)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    return 0
+
+
+def _json_arg(value: str | None):
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"poolkit: invalid JSON {value!r}: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poolkit",
@@ -101,6 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--max-batch-tokens", type=int, default=2048, help="token budget per forward pass")
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
     embed.set_defaults(func=cmd_embed)
+
+    serve = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API",
+                           description="Serve one or more pooling models: /v1/embeddings, /pooling, /classify, "
+                                       "/score, /rerank, /tokenize, /v1/models, /health, /metrics.")
+    serve.add_argument("model_path", metavar="MODEL", help="model directory or hub id")
+    serve.add_argument("--model", action="append", metavar="MODEL", help="serve another model too (repeatable); "
+                       "requests pick one by their 'model' field")
+    serve.add_argument("--served-model-name", action="append", metavar="NAME",
+                       help="name clients use for each model, in order (default: the MODEL argument)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health")
+    serve.add_argument("--runner", default="auto", help="auto or pooling")
+    serve.add_argument("--convert", default="auto", help="auto, none, embed or classify")
+    serve.add_argument("--pooler-config", help="JSON, e.g. '{\"pooling_type\": \"MEAN\"}'")
+    serve.add_argument("--hf-overrides", help="JSON merged into config.json")
+    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (float16 on GPU)")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    serve.add_argument("--max-model-len", type=int, help="cap on tokens per input")
+    serve.add_argument("--max-batch-tokens", type=int, default=2048, help="token budget of one forward pass")
+    serve.add_argument("--max-concurrent-requests", type=int, default=512, help="beyond this: 429")
+    serve.add_argument("--max-queue-tokens", type=int, default=1_000_000, help="queued tokens beyond this: 429")
+    serve.add_argument("--max-client-batch-size", type=int, default=1024, help="inputs per request beyond this: 413")
+    serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request bodies beyond this: 413")
+    serve.add_argument("--trust-remote-code", action="store_true")
+    serve.add_argument("--revision", help="hub revision")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
 
     plugins = sub.add_parser("plugins", help="list loaded plugins and what they registered (JSON)",
                              description="List every plugin of the poolkit.plugins entry-point group, built-ins "

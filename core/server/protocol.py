@@ -1,0 +1,208 @@
+"""Request and response schemas, with the field names of vLLM's OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Input = str | list[str] | list[int] | list[list[int]]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send extra fields (user, extra_body...)
+
+    model: str | None = None
+    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# --- /v1/embeddings ----------------------------------------------------------------------------
+
+
+class EmbeddingRequest(Request):
+    input: Input
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, gt=0)
+    user: str | None = None
+    normalize: bool | None = None
+
+
+class EmbeddingData(BaseModel):
+    index: int
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("embd"))
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[EmbeddingData]
+    usage: Usage
+
+
+# --- /pooling ----------------------------------------------------------------------------------
+
+
+class PoolingRequest(Request):
+    input: Input | None = None
+    data: Any = None  # the plugin task's own input, parsed by its IO processor
+    task: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, gt=0)
+    normalize: bool | None = None
+    use_activation: bool | None = None
+
+
+class PoolingData(BaseModel):
+    index: int
+    object: Literal["pooling"] = "pooling"
+    data: Any
+
+
+class PoolingResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("pool"))
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[PoolingData]
+    usage: Usage
+
+
+# --- /classify ---------------------------------------------------------------------------------
+
+
+class ClassificationRequest(Request):
+    input: Input
+    use_activation: bool | None = None
+
+
+class ClassificationData(BaseModel):
+    index: int
+    label: str | None
+    probs: list[float]
+    num_classes: int
+
+
+class ClassificationResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("classify"))
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[ClassificationData]
+    usage: Usage
+
+
+# --- /score and /rerank -------------------------------------------------------------------------
+
+
+class ScoreRequest(Request):
+    """vLLM's ``text_1``/``text_2`` form, or the newer ``queries``/``documents`` form."""
+
+    text_1: str | list[str] | None = None
+    text_2: str | list[str] | None = None
+    queries: str | list[str] | None = None
+    documents: str | list[str] | None = None
+    use_activation: bool | None = None
+
+
+class ScoreData(BaseModel):
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("score"))
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[ScoreData]
+    usage: Usage
+
+
+class RerankDocumentIn(BaseModel):
+    text: str
+
+
+class RerankRequest(Request):
+    """Jina / Cohere rerank request."""
+
+    query: str
+    documents: list[str | RerankDocumentIn]
+    top_n: int | None = Field(default=None, ge=0)
+    return_documents: bool = True
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("rerank"))
+    model: str
+    usage: RerankUsage
+    results: list[RerankResult]
+
+
+# --- /tokenize, /detokenize, /v1/models ----------------------------------------------------------
+
+
+class TokenizeRequest(Request):
+    prompt: str
+    add_special_tokens: bool = True
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+
+
+class DetokenizeRequest(Request):
+    tokens: list[int]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "poolkit"
+    root: str
+    max_model_len: int
+    tasks: list[str]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

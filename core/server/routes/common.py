@@ -1,0 +1,55 @@
+"""Helpers shared by the routes: the server state, input counting, vector encoding, running prompts."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import Request
+
+from poolkit.server.errors import APIError
+from poolkit.server.protocol import Usage
+from poolkit.server.state import ServedModel, ServerState
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.poolkit
+
+
+def count_inputs(value: Any) -> int:
+    """How many prompts an ``input`` holds: a string or one token-id list is one."""
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, list) and value and all(isinstance(t, int) for t in value):
+        return 1
+    return len(value) if isinstance(value, list) else 1
+
+
+def encode_vector(tensor: Any, encoding_format: str) -> list[float] | str:
+    """A float list, or base64 of little-endian float32 bytes (what the OpenAI SDK decodes)."""
+    if encoding_format == "base64":
+        return base64.b64encode(tensor.numpy().astype("<f4").tobytes()).decode("ascii")
+    return tensor.tolist()
+
+
+async def run_prompts(state: ServerState, model: str | None, prompts: Any, task: str | None,
+                      params: Any, **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
+    """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts."""
+    served = state.model(model)
+    state.check_batch_size(count_inputs(prompts))
+    adapter, tokens, plist = await served.worker.prepare(prompts, task, params, **kwargs)
+    pooled = await served.worker.submit(adapter, tokens, plist)
+    return served, tokens, pooled
+
+
+def usage(tokens: list[Any]) -> Usage:
+    n = sum(len(t.ids) for t in tokens)
+    return Usage(prompt_tokens=n, total_tokens=n)
+
+
+def require_text_list(value: Any, field: str) -> list[str]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise APIError(400, f"{field} must be a string or a list of strings", field)
+    return values
+

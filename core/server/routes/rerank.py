@@ -1,0 +1,28 @@
+"""``POST /rerank``, ``/v1/rerank``, ``/v2/rerank``: Jina / Cohere rerank shapes."""
+
+from fastapi import APIRouter, Request
+
+from poolkit.params import PoolingParams
+from poolkit.server.protocol import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
+from poolkit.server.routes.common import get_state
+from poolkit.server.routes.score import run_score
+
+router = APIRouter(tags=["rerank"])
+
+
+@router.post("/rerank", response_model=RerankResponse)
+@router.post("/v1/rerank", response_model=RerankResponse)
+@router.post("/v2/rerank", response_model=RerankResponse)
+async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
+    state = get_state(request)
+    docs = [d if isinstance(d, str) else d.text for d in body.documents]
+    if not docs:
+        return RerankResponse(model=state.model(body.model).name, usage=RerankUsage(total_tokens=0), results=[])
+    params = PoolingParams(truncate_prompt_tokens=body.truncate_prompt_tokens)
+    served, plan, scores = await run_score(state, body.model, [body.query], docs, params)
+    order = sorted(range(len(docs)), key=lambda i: -scores[i])
+    if body.top_n:
+        order = order[: body.top_n]
+    results = [RerankResult(index=i, relevance_score=scores[i],
+                            document=RerankDocument(text=docs[i]) if body.return_documents else None) for i in order]
+    return RerankResponse(model=served.name, usage=RerankUsage(total_tokens=plan.num_tokens), results=results)

@@ -1,0 +1,34 @@
+"""``POST /score``: pair scores, ``text_1``/``text_2`` or ``queries``/``documents``, 1:1, 1:N or N:N."""
+
+from fastapi import APIRouter, Request
+
+from poolkit.params import PoolingParams
+from poolkit.server.errors import APIError
+from poolkit.server.protocol import ScoreData, ScoreRequest, ScoreResponse, Usage
+from poolkit.server.routes.common import get_state, require_text_list
+
+router = APIRouter(tags=["score"])
+
+
+async def run_score(state, model, first, second, params):
+    """Score pairs through the engine loop; returns the served model, the plan and one score per pair."""
+    served = state.model(model)
+    state.check_batch_size(max(len(first), len(second)))
+    plan = await served.worker.run_in_tokenizer(served.engine.prepare_score, first, second, params)
+    pooled = await served.worker.submit(plan.adapter, plan.tokens, plan.params)
+    return served, plan, [float(s) for s in plan.finish(pooled)]
+
+
+@router.post("/score", response_model=ScoreResponse)
+@router.post("/v1/score", response_model=ScoreResponse, include_in_schema=False)
+async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
+    first = body.text_1 if body.text_1 is not None else body.queries
+    second = body.text_2 if body.text_2 is not None else body.documents
+    if first is None or second is None:
+        raise APIError(400, "Give text_1 and text_2 (or queries and documents)", "text_1")
+    params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens)
+    served, plan, scores = await run_score(get_state(request), body.model, require_text_list(first, "text_1"),
+                                           require_text_list(second, "text_2"), params)
+    n = plan.num_tokens
+    return ScoreResponse(model=served.name, data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
+                         usage=Usage(prompt_tokens=n, total_tokens=n))

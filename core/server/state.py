@@ -1,0 +1,74 @@
+"""What the server holds: the served models (one engine loop each), limits, metrics, readiness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolkit.server.errors import APIError
+
+
+class Metrics:
+    """Prometheus metrics in a registry of the app's own (several apps may live in one process)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("poolkit_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("poolkit_request_latency_seconds", "Request latency by route", ["route"],
+                                 registry=self.registry)
+        self.queue_depth = Gauge("poolkit_queue_depth", "Prompts waiting for the engine loop", registry=self.registry)
+        self.batch_tokens = Histogram("poolkit_batch_tokens", "Tokens per forward pass", registry=self.registry,
+                                      buckets=(16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384))
+        self.batch_seconds = Histogram("poolkit_batch_seconds", "Forward pass and pooling time per batch",
+                                       registry=self.registry)
+
+
+@dataclass
+class ServedModel:
+    name: str
+    engine: Any
+    worker: Any
+
+
+@dataclass
+class Limits:
+    """TEI-style request limits: beyond them a request gets 413 (size) or 429 (load)."""
+
+    max_client_batch_size: int = 1024  # inputs in one request
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_concurrent_requests: int = 512
+    max_queue_tokens: int = 1_000_000
+    max_batch_tokens: int | None = None
+
+
+@dataclass
+class ServerState:
+    limits: Limits = field(default_factory=Limits)
+    api_key: str | None = None
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    ready: bool = False
+    shutting_down: bool = False
+    load_error: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def model(self, name: str | None) -> ServedModel:
+        """The model a request names (the first one served when it names none); 404 otherwise, 503 if not ready."""
+        if self.shutting_down:
+            raise APIError(503, "The server is shutting down")
+        if not self.ready:
+            raise APIError(503, "The model is still loading" if not self.load_error else f"Model failed to load: {self.load_error}")
+        if name is None:
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise APIError(404, f"The model '{name}' does not exist. Served models: {list(self.models)}", "model")
+        return self.models[name]
+
+    def check_batch_size(self, n: int) -> None:
+        if n > self.limits.max_client_batch_size:
+            raise APIError(413, f"Request has {n} inputs, more than max_client_batch_size="
+                                f"{self.limits.max_client_batch_size}", "input")
+        if n == 0:
+            raise APIError(400, "input must not be empty", "input")

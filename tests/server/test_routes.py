@@ -1,0 +1,144 @@
+"""Every route against a live server, with httpx and the official openai client."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from poolkit import PoolingParams, testing
+
+
+def post(server, path, **body):
+    return httpx.post(server.url + path, json=body, timeout=60)
+
+
+def test_openai_client_float_base64_dimensions(server, engines):
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    texts = ["hello world", "a second, longer input text"]
+    want = [o.outputs.data for o in engines["embedder"].embed(texts)]
+    got = client.embeddings.create(model="embedder", input=texts)
+    assert [d.index for d in got.data] == [0, 1] and got.usage.prompt_tokens > 0
+    for d, w in zip(got.data, want):
+        assert testing.max_abs_diff(torch.tensor(d.embedding), w) <= 1e-6
+    b64 = client.embeddings.create(model="embedder", input=texts, encoding_format="base64")
+    for d, w in zip(b64.data, want):  # asked for explicitly, the SDK hands back the base64 string
+        vec = np.frombuffer(base64.b64decode(d.embedding), dtype="<f4")
+        assert testing.max_abs_diff(vec, w) <= 1e-6
+    small = client.embeddings.create(model="embedder", input="hello world", dimensions=16)
+    ref = engines["embedder"].embed("hello world", PoolingParams(dimensions=16))[0].outputs.data
+    assert len(small.data[0].embedding) == 16
+    assert testing.max_abs_diff(torch.tensor(small.data[0].embedding), ref) <= 1e-6
+    with pytest.raises(openai.BadRequestError, match="is not one of this model's matryoshka_dimensions"):
+        client.embeddings.create(model="embedder", input="x", dimensions=12)
+
+
+def test_raw_base64_is_little_endian_float32(server, engines):
+    r = post(server, "/v1/embeddings", model="embedder", input="hello", encoding_format="base64")
+    vec = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    assert testing.max_abs_diff(vec, engines["embedder"].embed("hello")[0].outputs.data) <= 1e-6
+
+
+def test_token_id_inputs(server, engines):
+    ids = engines["embedder"].tokenizer("hello")["input_ids"]
+    one = post(server, "/v1/embeddings", model="embedder", input=ids).json()
+    two = post(server, "/v1/embeddings", model="embedder", input=[ids, ids]).json()
+    assert len(one["data"]) == 1 and len(two["data"]) == 2
+    assert one["data"][0]["embedding"] == pytest.approx(two["data"][1]["embedding"], abs=1e-6)
+
+
+def test_pooling_route_any_task(server, engines):
+    r = post(server, "/pooling", model="embedder", input=["tokens here"], task="token_embed")
+    data = np.array(r.json()["data"][0]["data"])
+    want = engines["embedder"].encode("tokens here", task="token_embed")[0].outputs.data
+    assert data.shape == tuple(want.shape) and testing.max_abs_diff(data, want) <= 1e-6
+    r = post(server, "/pooling", model="sentiment", input="fine", task="classify")
+    assert len(r.json()["data"][0]["data"]) == 3
+    r = post(server, "/pooling", model="embedder", input="x", task="classify")
+    assert r.status_code == 400 and "Supported tasks" in r.json()["message"]
+
+
+def test_classify(server, engines):
+    r = post(server, "/classify", model="sentiment", input=["great", "awful"]).json()
+    want = engines["sentiment"].classify(["great", "awful"])
+    for d, w in zip(r["data"], want):
+        assert d["probs"] == pytest.approx(w.outputs.probs, abs=1e-6) and d["num_classes"] == 3
+        assert d["label"] == ["neg", "neu", "pos"][int(np.argmax(d["probs"]))]
+
+
+def test_score_forms(server, engines):
+    docs = ["Paris is in France.", "Bread needs yeast.", "Berlin."]
+    want = [o.outputs.score for o in engines["reranker"].score("capital of France", docs)]
+    a = post(server, "/score", model="reranker", text_1="capital of France", text_2=docs).json()
+    b = post(server, "/score", model="reranker", queries="capital of France", documents=docs).json()
+    assert [d["score"] for d in a["data"]] == pytest.approx(want, abs=1e-6)
+    assert [d["score"] for d in b["data"]] == pytest.approx(want, abs=1e-6)
+    bi = post(server, "/score", model="embedder", text_1="a", text_2=["a", "b"]).json()
+    assert bi["data"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    bad = post(server, "/score", model="reranker", text_1=["a", "b"], text_2=["c", "d", "e"])
+    assert bad.status_code == 400 and bad.json()["message"] == "Input lengths must be either 1:1, 1:N or N:N"
+
+
+@pytest.mark.parametrize("path", ["/rerank", "/v1/rerank", "/v2/rerank"])
+def test_rerank_shapes(server, engines, path):
+    docs = ["Paris is in France.", "Bread needs yeast.", {"text": "Berlin."}]
+    plain = [d if isinstance(d, str) else d["text"] for d in docs]
+    scores = [o.outputs.score for o in engines["reranker"].score("capital of France", plain)]
+    r = post(server, path, model="reranker", query="capital of France", documents=docs, top_n=2).json()
+    order = sorted(range(3), key=lambda i: -scores[i])[:2]
+    assert [x["index"] for x in r["results"]] == order
+    assert [x["relevance_score"] for x in r["results"]] == pytest.approx([scores[i] for i in order], abs=1e-6)
+    assert r["results"][0]["document"]["text"] == plain[order[0]] and r["usage"]["total_tokens"] > 0
+    r = post(server, path, model="reranker", query="q", documents=plain, return_documents=False).json()
+    assert r["results"][0]["document"] is None and len(r["results"]) == 3
+
+
+def test_tokenize_detokenize(server, engines):
+    r = post(server, "/tokenize", model="embedder", prompt="hello world").json()
+    assert r["tokens"] == engines["embedder"].tokenizer("hello world")["input_ids"] and r["count"] == len(r["tokens"])
+    assert r["max_model_len"] == 512
+    d = post(server, "/detokenize", model="embedder", tokens=r["tokens"][1:-1]).json()
+    assert d["prompt"] == "hello world"
+    assert post(server, "/detokenize", model="embedder", tokens=[-1]).status_code == 400
+
+
+def test_models_health_metrics_openapi(server):
+    models = httpx.get(server.url + "/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["embedder", "reranker", "sentiment"]
+    assert httpx.get(server.url + "/health").status_code == 200
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "poolkit_requests_total" in metrics and "poolkit_batch_tokens_bucket" in metrics
+    assert "poolkit_queue_depth" in metrics and "poolkit_request_latency_seconds" in metrics
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    for route in ("/v1/embeddings", "/pooling", "/classify", "/score", "/rerank", "/v2/rerank", "/tokenize"):
+        assert route in paths
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"model": "nope", "input": "x"}, 404, "does not exist"),
+    ({"model": "embedder"}, 400, "input"),
+    ({"model": "embedder", "input": []}, 400, "empty"),
+    ({"model": "embedder", "input": [1.5]}, 400, "input"),
+    ({"model": "embedder", "input": [[1, 2], "x"]}, 400, "input"),
+    ({"model": "embedder", "input": ["x"] * 65}, 413, "max_client_batch_size"),
+    ({"model": "embedder", "input": "word " * 600}, 400, "more than the model's maximum of 512"),
+    ({"model": "embedder", "input": [[999999999]]}, 400, "vocabulary"),
+    ({"model": "embedder", "input": "x", "dimensions": 0}, 400, "dimensions"),
+    ({"model": "embedder", "input": "x", "encoding_format": "hex"}, 400, "encoding_format"),
+])
+def test_errors_are_openai_shaped(server, body, status, needle):
+    r = post(server, "/v1/embeddings", **body)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["object"] == "error" and err["code"] == status and needle in err["message"]
+    assert set(err) == {"object", "message", "type", "param", "code"}
+
+
+def test_invalid_json_is_400(server):
+    r = httpx.post(server.url + "/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["object"] == "error"
