@@ -369,6 +369,17 @@ class _ForSequenceClassification(_DecoderModel):
         """``(B, C)`` last-token states -> ``(B, num_labels)`` logits."""
         return self.score(pooled)
 
+    @classmethod
+    def prepare_config(cls, hf_config: Any, tokenizer: Any) -> None:
+        """Called by the Engine with the tokenizer before the model is built: resolve reranker token ids."""
+        resolve_classifier_from_token(hf_config, tokenizer)
+
+    def format_score_pair(self, query: str, doc: str) -> str | None:
+        """Qwen3-Reranker's documented template for a (query, document) pair; None for plain pair input."""
+        if not getattr(self.config, "is_original_qwen3_reranker", False):
+            return None
+        return format_qwen3_reranker_pair(query, doc, getattr(self.config, "reranker_instruction", None))
+
 
 class LlamaForEmbedding(_ForEmbedding):
     """``LlamaModel`` checkpoints."""

@@ -145,6 +145,11 @@ class Engine:
         declared = model_cls.tasks_for(hf) if hasattr(model_cls, "tasks_for") else tuple(model_cls.supported_tasks)
         tasks = served_tasks(self.architecture, declared, convert, bool(getattr(model_cls, "is_generative", False)))
 
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
+        if hasattr(model_cls, "prepare_config"):  # a family that needs the tokenizer to read its config
+            model_cls.prepare_config(hf, self.tokenizer)
         state = load_state_dict(self.model_config.path)
         for name in getattr(model_cls, "extra_weight_files", ()):  # e.g. BGE-M3's sparse_linear.pt
             extra = torch.load(self.model_config.path / name, map_location="cpu", weights_only=True)
@@ -162,9 +167,6 @@ class Engine:
         limit = getattr(self.model, "max_model_len", None) or getattr(hf, "max_position_embeddings", None) or 10**9
         self.max_model_len = min(max_model_len or limit, limit)
         self.max_batch_tokens = max_batch_tokens
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
         self.input_processor = InputProcessor(self.tokenizer, self.max_model_len, st,
                                               include_prompt=self.pooler_config.include_prompt is not False,
                                               vocab_size=getattr(hf, "vocab_size", None))
@@ -341,8 +343,9 @@ class Engine:
             for p in params:
                 adapter.check(p)
             fmt = getattr(self.model, "format_score_pair", None)  # e.g. Qwen3-Reranker's prompt template
-            if fmt is not None:
-                tokens = self.input_processor([fmt(a, b) for a, b in zip(first, second)], params)
+            texts = [fmt(a, b) for a, b in zip(first, second)] if fmt is not None else [None]
+            if texts[0] is not None:  # the template carries its own special tokens
+                tokens = self.input_processor(texts, params, add_special_tokens=False)
             else:
                 tokens = self.input_processor.pairs(first, second, params)
             return ScorePlan(kind, adapter, tokens, params, first, second, [])

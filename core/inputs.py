@@ -84,7 +84,7 @@ class InputProcessor:
         return k
 
     def __call__(self, prompts: list[str | list[int]], params: list[PoolingParams],
-                 instruction: str | None = None) -> list[TokenizedPrompt]:
+                 instruction: str | None = None, add_special_tokens: bool = True) -> list[TokenizedPrompt]:
         out: list[TokenizedPrompt | None] = [None] * len(prompts)
         groups: dict[int | None, list[int]] = {}
         for i, (p, par) in enumerate(zip(prompts, params)):
@@ -105,7 +105,7 @@ class InputProcessor:
             if self.st is not None and self.st.do_lower_case:
                 texts = [t.lower() for t in texts]
             enc = self.tokenizer(texts, truncation=k is not None, max_length=k, return_attention_mask=False,
-                                 verbose=False)
+                                 add_special_tokens=add_special_tokens, verbose=False)
             types = enc.get("token_type_ids")
             for j, i in enumerate(idx):
                 out[i] = TokenizedPrompt(self._checked(enc["input_ids"][j], i), types[j] if types else None, skip)

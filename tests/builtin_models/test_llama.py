@@ -295,3 +295,27 @@ def test_unexpected_tensors_are_refused(tmp_path):
     cfg = ModelConfig.load(str(path))
     with pytest.raises(KeyError, match="Unexpected tensors.*q_proj.bias"):
         _native_class("LlamaModel")(cfg.hf_config, load_state_dict(path))
+
+
+def test_qwen3_reranker_score_with_only_the_config_override(tmp_path):
+    """Engine.score(query, docs) on a Qwen3ForCausalLM checkpoint served through the documented override:
+    the Engine resolves the yes/no ids with the tokenizer and applies the model card's prompt template."""
+    from transformers import AutoTokenizer
+
+    from poolkit import Engine
+
+    path = build_tiny_decoder(tmp_path, "Qwen3ForCausalLM", num_kv_heads=2, tie_word_embeddings=True, seed=13)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    no_id, yes_id = tokenizer.convert_tokens_to_ids(["no", "yes"])
+    hf = _hf(path, "AutoModelForCausalLM")
+    with torch.no_grad():  # the model card's recipe, computed with transformers directly
+        rows = [hf(input_ids=torch.tensor([tokenizer(format_qwen3_reranker_pair(q, d), add_special_tokens=False)
+                                           ["input_ids"]])).logits[0, -1] for q, d in PAIRS]
+    want = torch.stack([torch.softmax(torch.stack([r[no_id], r[yes_id]]), 0)[1] for r in rows])
+    engine = Engine(str(path), hf_overrides=RERANKER_OVERRIDES)
+    assert engine.score_type == "cross-encoder"
+    got = torch.tensor([o.outputs.score for o in engine.score([q for q, _ in PAIRS], [d for _, d in PAIRS])])
+    assert testing.max_abs_diff(got, want) <= TOL
+    ranked = engine.rerank(PAIRS[0][0], [d for _, d in PAIRS])
+    assert sorted(r.relevance_score for r in ranked) == sorted(engine.score(PAIRS[0][0], [d for _, d in PAIRS])[i]
+                                                               .outputs.score for i in range(len(PAIRS)))
