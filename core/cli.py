@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from poolkit.server.app import create_app
+        from poolkit.server.app import GracefulServer, create_app
         from poolkit.server.state import Limits
     except ImportError as exc:
         raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
@@ -104,7 +104,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,
                     max_batch_tokens=args.max_batch_tokens)
     app = create_app(load_engines, limits=limits, api_key=args.api_key)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    GracefulServer(config).run()
     return 0
 
 

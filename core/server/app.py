@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 
 from poolkit.server import errors
@@ -73,3 +76,16 @@ def create_app(load_engines: Callable[[], dict[str, Any]], *, limits: Limits | N
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+class GracefulServer(uvicorn.Server):
+    """SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0 (plain uvicorn re-raises the signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,193 @@
+"""Concurrency, overload, auth, loading, shutdown and a schemathesis pass, against live servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from poolkit import testing
+from poolkit.server.app import create_app
+from poolkit.server.state import Limits
+from tests.server.conftest import LiveServer
+
+
+def _mixed_requests(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    words = "alpha beta gamma delta pooling models vectors 東京 🎉 text".split()
+    reqs = []
+    for i in range(n):
+        k = rng.choice([1, 1, 2, 5, 12])
+        texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 120))) for _ in range(k)]
+        reqs.append(texts[0] if k == 1 and rng.random() < 0.5 else texts)
+    return reqs
+
+
+def test_200_concurrent_requests_equal_the_offline_engine(server, engines):
+    reqs = _mixed_requests(200)
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post("/v1/embeddings", json={"model": "embedder", "input": r})
+                                          for r in reqs))
+
+    responses = asyncio.run(run())
+    engine = engines["embedder"]
+    for req, resp in zip(reqs, responses):
+        assert resp.status_code == 200, resp.text
+        data = resp.json()["data"]
+        texts = [req] if isinstance(req, str) else req
+        assert [d["index"] for d in data] == list(range(len(texts)))  # none lost, none duplicated, in order
+        want = np.stack([o.outputs.data.numpy() for o in engine.embed(texts)])
+        assert testing.max_abs_diff(np.array([d["embedding"] for d in data]), want) <= 1e-6
+
+
+def test_overload_gives_429_and_the_server_stays_healthy(engines):
+    limits = Limits(max_concurrent_requests=4, max_queue_tokens=2000)
+    live = LiveServer(create_app(lambda: {"embedder": engines["embedder"]}, limits=limits))
+    try:
+        reqs = [["word " * 100] * 4 for _ in range(40)]
+
+        async def run():
+            async with httpx.AsyncClient(base_url=live.url, timeout=120) as client:
+                return await asyncio.gather(*(client.post("/v1/embeddings", json={"input": r}) for r in reqs))
+
+        responses = asyncio.run(run())
+        codes = [r.status_code for r in responses]
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+        busy = next(r for r in responses if r.status_code == 429)
+        assert busy.headers["retry-after"] == "1" and busy.json()["type"] == "RateLimitError"
+        want = engines["embedder"].embed(reqs[0])[0].outputs.data.numpy()
+        for r in responses:
+            if r.status_code == 200:
+                assert testing.max_abs_diff(np.array(r.json()["data"][0]["embedding"]), want) <= 1e-6
+        assert httpx.get(live.url + "/health").status_code == 200
+        assert httpx.post(live.url + "/v1/embeddings", json={"input": "still fine"}).status_code == 200
+    finally:
+        live.stop()
+
+
+def test_api_key_required_except_health(engines):
+    live = LiveServer(create_app(lambda: {"embedder": engines["embedder"]}, api_key="s3cret"))
+    try:
+        r = httpx.post(live.url + "/v1/embeddings", json={"input": "x"})
+        assert r.status_code == 401 and r.json()["object"] == "error"
+        assert httpx.get(live.url + "/v1/models").status_code == 401
+        ok = httpx.post(live.url + "/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert httpx.get(live.url + "/health").status_code == 200
+    finally:
+        live.stop()
+
+
+def test_503_while_loading_then_200(engines):
+    import threading
+
+    gate = threading.Event()
+
+    def slow_load():
+        gate.wait(30)
+        return {"embedder": engines["embedder"]}
+
+    app = create_app(slow_load)
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        assert httpx.get(url + "/health").status_code == 503
+        r = httpx.post(url + "/v1/embeddings", json={"input": "x"})
+        assert r.status_code == 503 and "loading" in r.json()["message"]
+        gate.set()
+        deadline = time.time() + 30
+        while httpx.get(url + "/health").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert httpx.post(url + "/v1/embeddings", json={"input": "x"}).status_code == 200
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_payload_too_large(engines):
+    live = LiveServer(create_app(lambda: {"embedder": engines["embedder"]}, limits=Limits(max_body_bytes=1000)))
+    try:
+        r = httpx.post(live.url + "/v1/embeddings", json={"input": "x" * 5000})
+        assert r.status_code == 413 and "max_body_bytes" in r.json()["message"]
+    finally:
+        live.stop()
+
+
+def test_poolkit_serve_sigterm_finishes_in_flight_and_exits_0(model_dirs, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "poolkit.cli", "serve", str(model_dirs["embedder"]),
+                             "--served-model-name", "tiny", "--port", str(port), "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline and proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.1)
+
+        async def in_flight():
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                tasks = [asyncio.create_task(client.post("/v1/embeddings", json={"model": "tiny", "input": ["w " * 300] * 8}))
+                         for _ in range(6)]
+                await asyncio.sleep(0.3)
+                proc.send_signal(signal.SIGTERM)
+                return await asyncio.gather(*tasks, return_exceptions=True)
+
+        results = asyncio.run(in_flight())
+        assert proc.wait(timeout=60) == 0
+        done = [r for r in results if isinstance(r, httpx.Response)]
+        assert done and all(r.status_code == 200 for r in done)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_schemathesis_finds_no_server_errors(server):
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, settings
+
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    failures, calls = [], []
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(case):
+        response = case.call()
+        calls.append(response.status_code)
+        if response.status_code >= 500:
+            failures.append((case.method, case.path, response.status_code, response.text[:200]))
+
+    for op in schema.get_all_operations():
+        operation = op.ok()
+        strategy = operation.as_strategy()
+        from hypothesis import given
+
+        given(strategy)(check)()
+    assert len(calls) >= 100 and 200 in calls and 400 in calls  # it really exercised the API
+    assert not failures, failures[:5]
