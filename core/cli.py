@@ -118,6 +118,30 @@ def _json_arg(value: str | None):
         raise SystemExit(f"poolkit: invalid JSON {value!r}: {exc}") from None
 
 
+TASK_COLUMNS = ("embed", "token_embed", "classify", "score", "token_classify")
+
+
+def models_markdown() -> str:
+    """The architectures x tasks table of every loaded plugin, from the registry (nothing is imported)."""
+    from poolkit.registry import get_host
+
+    registry = get_host().registry("architectures")
+    lines = ["| architecture | " + " | ".join(TASK_COLUMNS) + " | plugin | target |",
+             "|---|" + "---|" * len(TASK_COLUMNS) + "---|---|"]
+    for name in registry.names():
+        entry = registry.get(name)
+        tasks = set(entry.meta.get("tasks", ()))
+        marks = " | ".join("yes" if t in tasks else "" for t in TASK_COLUMNS)
+        label = f"any other transformers architecture ({name})" if entry.meta.get("fallback") else name
+        lines.append(f"| {label} | {marks} | {entry.plugin.name} | `{entry.target}` |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    print(models_markdown(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poolkit",
@@ -172,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--revision", help="hub revision")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="print the supported architectures x tasks table (Markdown)",
+                            description="Architectures registered by the loaded plugins and the tasks each serves.")
+    models.set_defaults(func=cmd_models)
 
     plugins = sub.add_parser("plugins", help="list loaded plugins and what they registered (JSON)",
                              description="List every plugin of the poolkit.plugins entry-point group, built-ins "
