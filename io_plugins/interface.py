@@ -1,0 +1,144 @@
+"""The IO processor interface: a plugin's own request and response types around a pooling task.
+
+Modelled on vLLM's ``IOProcessor`` (vllm/plugins/io_processors/interface.py). The ``plugin`` task
+runs, for each request::
+
+    raw --parse_request--> In --pre_process--> prompts --(pooling task)--> outputs --post_process--> Out
+                              merge_pooling_params(params) -> PoolingParams(task=...)
+
+and the server turns ``Out`` into its HTTP body with ``output_to_response``. A processor is
+registered by name through the ``register_io_processors`` hook and selected with
+``Engine(model, io_processor_plugin="name")`` or ``"io_processor_plugin"`` in the model's
+``config.json``; see docs/plugins.md.
+
+This module imports no torch: a plugin may import it while ``poolkit plugins`` lists parts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from poolkit.params import PoolingParams
+from poolkit.registry.errors import PoolkitError
+
+if TYPE_CHECKING:
+    from poolkit.config import ModelConfig, PoolerConfig
+    from poolkit.outputs import PoolingRequestOutput
+    from poolkit.registry.loading import PluginInfo
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+Prompts = Any
+"""What ``pre_process`` returns: anything ``Engine.encode`` accepts as prompts: a text, token ids,
+``{"prompt_token_ids": [...]}``, or a list of those (several prompts for one request)."""
+
+
+@dataclass
+class IOProcessorContext:
+    """What a processor may read about the loaded model; built once per Engine.
+
+    ``max_input_tokens`` is the longest prompt the engine accepts without truncating it:
+    ``max_model_len``, or the Sentence Transformers ``max_seq_length`` when that is smaller.
+    ``options`` is the model's ``config.json`` field ``io_processor_options`` (settable with
+    ``hf_overrides``), for processor settings such as long-text's ``max_chunks``.
+    """
+
+    name: str
+    plugin: PluginInfo | None
+    tokenizer: Any
+    model_config: ModelConfig
+    pooler_config: PoolerConfig
+    max_model_len: int
+    max_input_tokens: int
+    supported_tasks: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hf_config(self) -> Any:
+        return self.model_config.hf_config
+
+
+class IOProcessor(ABC, Generic[In, Out]):
+    """Base class of IO processors. Set ``task`` (and ``request_type``), implement the two abstract methods.
+
+    - ``task``: the engine task the processor runs (``embed``, ``token_classify``...); the default
+      :meth:`merge_pooling_params` puts it into the request's params.
+    - ``request_type``: a pydantic model; the default :meth:`parse_request` validates with it.
+    """
+
+    task: ClassVar[str] = "embed"
+    request_type: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, ctx: IOProcessorContext) -> None:
+        self.ctx = ctx
+
+    # --- request side -----------------------------------------------------------------------------
+
+    def parse_request(self, raw: Any) -> In:
+        """Validate one raw request (JSON-like) into the processor's input type."""
+        if self.request_type is None or isinstance(raw, self.request_type):
+            return raw
+        return self.request_type.model_validate(raw)  # type: ignore[return-value]
+
+    def merge_pooling_params(self, params: PoolingParams | None = None) -> PoolingParams:
+        """The pooling params the task runs with: the caller's, with ``task`` set to this processor's."""
+        return (params or PoolingParams()).model_copy(update={"task": self.task})
+
+    @abstractmethod
+    def pre_process(self, data: In, params: PoolingParams) -> Prompts:
+        """Turn one parsed request into the prompt(s) to pool."""
+
+    # --- response side ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def post_process(self, outputs: list[PoolingRequestOutput], request: In) -> Out:
+        """Build the processor's output from the pooled outputs of that request's prompts, in order."""
+
+    def output_to_response(self, output: Out) -> dict[str, Any]:
+        """The HTTP body (JSON-serializable) for one output."""
+        if isinstance(output, BaseModel):
+            return output.model_dump(mode="json")
+        if isinstance(output, dict):
+            return output
+        return {"data": output}
+
+    # --- async variants (the server awaits these; override for I/O-bound work) -------------------
+
+    async def parse_request_async(self, raw: Any) -> In:
+        return self.parse_request(raw)
+
+    async def pre_process_async(self, data: In, params: PoolingParams) -> Prompts:
+        return self.pre_process(data, params)
+
+    async def post_process_async(self, outputs: list[PoolingRequestOutput], request: In) -> Out:
+        return self.post_process(outputs, request)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.ctx.name!r}, task={self.task!r})"
+
+
+class IOProcessorError(PoolkitError):
+    """A request failed inside an IO processor. The message names the processor, its plugin and distribution.
+
+    ``stage`` is the method that failed (``parse_request``, ``pre_process``, ``pooling``,
+    ``post_process``...), ``index`` the request's position in its batch, ``cause`` the original
+    exception. ``client_error`` is True when the cause is a ``ValueError``/``TypeError`` (pydantic's
+    ``ValidationError`` included): the request was invalid (HTTP 400) rather than the plugin broken (500).
+    """
+
+    def __init__(self, processor: str, plugin: PluginInfo | None, stage: str, cause: BaseException,
+                 index: int | None = None) -> None:
+        self.processor, self.plugin, self.stage, self.cause, self.index = processor, plugin, stage, cause, index
+        self.client_error = isinstance(cause, (ValueError, TypeError))
+        owner = f" from {plugin.label}" if plugin is not None else ""
+        where = f" for request {index}" if index is not None else ""
+        super().__init__(f"IO processor '{processor}'{owner} failed in {stage}{where}: "
+                         f"{type(cause).__name__}: {cause}")
+
+
+__all__ = ["IOProcessor", "IOProcessorContext", "IOProcessorError", "In", "Out", "Prompts"]

@@ -1,0 +1,235 @@
+"""The engine side of the ``plugin`` task: select an IO processor, run requests through it, isolate failures.
+
+``Engine`` builds one :class:`IOProcessorRunner` when an IO processor is configured
+(``Engine(io_processor_plugin=...)``, else ``config.json``'s ``io_processor_plugin``).
+:meth:`IOProcessorRunner.run` takes a batch of raw requests: each is parsed and pre-processed on its
+own, the prompts of every request are pooled together (batched by the engine's token budget), and
+each request is post-processed on its own. A request that fails yields an :class:`IOProcessorError`
+in its slot; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from poolkit.io_plugins.interface import IOProcessor, IOProcessorContext, IOProcessorError
+from poolkit.params import PoolingParams
+from poolkit.registry.errors import UnknownNameError, UnknownTaskError
+
+if TYPE_CHECKING:
+    from poolkit.engine import Engine
+    from poolkit.outputs import PoolingRequestOutput
+    from poolkit.registry.loading import Entry
+    from poolkit.tasks import TaskAdapter
+
+CONFIG_FIELD = "io_processor_plugin"
+OPTIONS_FIELD = "io_processor_options"
+
+
+def installed_io_processors(engine: Engine) -> list[str]:
+    """Names of the IO processors the loaded plugins registered."""
+    return engine.host.registry("io_processors").names()
+
+
+def not_configured_error(engine: Engine) -> UnknownTaskError:
+    """The error for ``task="plugin"`` on an Engine without an IO processor: how to configure one."""
+    return UnknownTaskError(
+        f"Task 'plugin' needs an IO processor, and none is configured for '{engine.model_config.name}'. "
+        f"Select one with Engine(model, io_processor_plugin='<name>') or the field "
+        f"\"{CONFIG_FIELD}\": \"<name>\" in the model's config.json (or hf_overrides). Installed IO processors: "
+        f"{installed_io_processors(engine)}; 'poolkit plugins --hook register_io_processors' shows who provides them."
+    )
+
+
+@dataclass
+class PluginRequest:
+    """One request after ``parse_request`` and ``pre_process``, tokenized and ready to pool."""
+
+    index: int
+    data: Any
+    adapter: TaskAdapter
+    tokens: list[Any]
+    params: list[PoolingParams]
+
+
+class IOProcessorRunner:
+    """One configured IO processor and the engine it runs on."""
+
+    def __init__(self, engine: Engine, name: str, source: str = "io_processor_plugin") -> None:
+        self.engine, self.name = engine, name
+        registry = engine.host.registry("io_processors")
+        try:
+            self.entry: Entry = registry.get(name)
+        except UnknownNameError as exc:
+            raise type(exc)(f"{source}={name!r}: {exc}") from None
+        cls = self.entry.load()  # an import failure is a PluginLoadError naming the plugin
+        hf = engine.model_config.hf_config
+        st = engine.model_config.st
+        limit = min(engine.max_model_len, st.max_seq_length) if st and st.max_seq_length else engine.max_model_len
+        self.context = IOProcessorContext(
+            name=name, plugin=self.entry.plugin, tokenizer=engine.tokenizer, model_config=engine.model_config,
+            pooler_config=engine.pooler_config, max_model_len=engine.max_model_len, max_input_tokens=limit,
+            supported_tasks=tuple(t for t in engine.supported_tasks if t != "plugin"),
+            options=dict(getattr(hf, OPTIONS_FIELD, None) or {}))
+        self.processor: IOProcessor = self._call("__init__", None, cls, self.context)
+        missing = [m for m in ("parse_request", "merge_pooling_params", "pre_process", "post_process",
+                               "output_to_response") if not callable(getattr(self.processor, m, None))]
+        if missing:
+            raise self._error("__init__", None, TypeError(f"{cls.__name__} lacks {missing}; subclass "
+                                                            f"poolkit.io_plugins.interface.IOProcessor"))
+        task = getattr(self.processor, "task", None)
+        if task not in self.context.supported_tasks:
+            raise self._error("__init__", None, ValueError(
+                f"it runs the pooling task {task!r}, which {engine.architecture} ('{engine.model_config.name}') "
+                f"does not serve; supported tasks: {list(self.context.supported_tasks)}"))
+
+    @classmethod
+    def configure(cls, engine: Engine, explicit: str | None) -> IOProcessorRunner | None:
+        """The runner for ``explicit``, else for ``config.json``'s ``io_processor_plugin``; None when neither names one.
+
+        ``explicit=""`` turns off a processor named in ``config.json``.
+        """
+        configured = getattr(engine.model_config.hf_config, CONFIG_FIELD, None)
+        name = explicit if explicit is not None else configured
+        if not name:
+            return None
+        return cls(engine, name, "io_processor_plugin" if explicit is not None else f"config.json {CONFIG_FIELD}")
+
+    # --- errors --------------------------------------------------------------------------------
+
+    def _error(self, stage: str, index: int | None, exc: BaseException) -> IOProcessorError:
+        return IOProcessorError(self.name, self.entry.plugin, stage, exc, index)
+
+    def _call(self, stage: str, index: int | None, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except IOProcessorError:
+            raise
+        except Exception as exc:
+            raise self._error(stage, index, exc) from exc
+
+    # --- one request, in stages (the server interleaves these across requests) -----------------
+
+    def prepare(self, raw: Any, params: PoolingParams | None = None, index: int | None = None) -> PluginRequest:
+        """parse_request -> merge_pooling_params -> pre_process -> tokenize (``Engine.prepare``)."""
+        p = self.processor
+        data = self._call("parse_request", index, p.parse_request, raw)
+        merged = self._call("merge_pooling_params", index, p.merge_pooling_params, params)
+        prompts = self._call("pre_process", index, p.pre_process, data, merged)
+        return self._tokenize(data, prompts, merged, index)
+
+    async def prepare_async(self, raw: Any, params: PoolingParams | None = None,
+                            index: int | None = None) -> PluginRequest:
+        p = self.processor
+        try:
+            data = await p.parse_request_async(raw)
+        except Exception as exc:
+            raise self._error("parse_request", index, exc) from exc
+        merged = self._call("merge_pooling_params", index, p.merge_pooling_params, params)
+        try:
+            prompts = await p.pre_process_async(data, merged)
+        except Exception as exc:
+            raise self._error("pre_process", index, exc) from exc
+        return self._tokenize(data, prompts, merged, index)
+
+    def _tokenize(self, data: Any, prompts: Any, params: PoolingParams, index: int | None) -> PluginRequest:
+        if not isinstance(params, PoolingParams):
+            raise self._error("merge_pooling_params", index,
+                              TypeError(f"expected PoolingParams, got {type(params).__name__}"))
+        task = params.task or self.processor.task
+        # the prompts pre_process built are checked like any request's (length limit, vocabulary)
+        adapter, tokens, per_prompt = self._call("pre_process (its prompts were rejected)", index,
+                                                 self.engine.prepare, prompts, task, params)
+        return PluginRequest(index if index is not None else 0, data, adapter, tokens, per_prompt)
+
+    def pool(self, requests: list[PluginRequest]) -> list[list[PoolingRequestOutput] | IOProcessorError]:
+        """Pool the prompts of several requests together; one list of outputs (or the error) per request."""
+        results: list[Any] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.adapter.name, []).append(i)
+        for members in groups.values():
+            adapter = requests[members[0]].adapter
+            try:
+                outputs = self.engine._run(adapter, [t for i in members for t in requests[i].tokens],
+                                           [p for i in members for p in requests[i].params])
+            except Exception:  # find the request that broke the batch: run each alone
+                for i in members:
+                    try:
+                        results[i] = self.engine._run(adapter, requests[i].tokens, requests[i].params)
+                    except Exception as exc:
+                        results[i] = self._error("pooling", requests[i].index, exc)
+                continue
+            start = 0
+            for i in members:
+                n = len(requests[i].tokens)
+                results[i], start = outputs[start:start + n], start + n
+        return results
+
+    def finish(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
+        """post_process: the processor's output for one request."""
+        return self._call("post_process", request.index, self.processor.post_process, outputs, request.data)
+
+    async def finish_async(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
+        try:
+            return await self.processor.post_process_async(outputs, request.data)
+        except Exception as exc:
+            raise self._error("post_process", request.index, exc) from exc
+
+    def to_response(self, output: Any, index: int | None = None) -> dict[str, Any]:
+        """output_to_response, with a failure named like the other stages'."""
+        return self._call("output_to_response", index, self.processor.output_to_response, output)
+
+    # --- whole batches ---------------------------------------------------------------------------
+
+    def run(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
+        """Each request's output, or its :class:`IOProcessorError`; a list of raw requests is a batch."""
+        raws = list(requests) if isinstance(requests, (list, tuple)) else [requests]
+        if isinstance(pooling_params, (list, tuple)):
+            if len(pooling_params) != len(raws):
+                raise ValueError(f"Got {len(pooling_params)} PoolingParams for {len(raws)} requests; "
+                                 f"pass one or one per request")
+            params = list(pooling_params)
+        else:
+            params = [pooling_params] * len(raws)
+        results: list[Any] = [None] * len(raws)
+        ready: list[PluginRequest] = []
+        for i, (raw, p) in enumerate(zip(raws, params)):
+            try:
+                ready.append(self.prepare(raw, p, i))
+            except IOProcessorError as exc:
+                results[i] = exc
+        for request, outputs in zip(ready, self.pool(ready)):
+            if isinstance(outputs, IOProcessorError):
+                results[request.index] = outputs
+                continue
+            try:
+                results[request.index] = self.finish(request, outputs)
+            except IOProcessorError as exc:
+                results[request.index] = exc
+        return results
+
+    def encode(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
+        """Like :meth:`run`, but the first failed request raises its :class:`IOProcessorError`."""
+        results = self.run(requests, pooling_params)
+        for r in results:
+            if isinstance(r, IOProcessorError):
+                raise r
+        return results
+
+    def serve(self, data: Any, pooling_params: PoolingParams | None = None) -> dict[str, Any]:
+        """The HTTP body for ``POST /pooling`` with ``task="plugin"``: ``{"data": output_to_response(...)}``.
+
+        ``data`` is one request (``data`` is then one body) or a list of them (a list of bodies). A
+        failed request raises its :class:`IOProcessorError`; ``client_error`` tells 400 from 500.
+        """
+        results = self.encode(data, pooling_params)
+        bodies = [self.to_response(r, i) for i, r in enumerate(results)]
+        return {"data": bodies if isinstance(data, (list, tuple)) else bodies[0]}
+
+    def __repr__(self) -> str:
+        return f"IOProcessorRunner({self.name!r} from {self.entry.plugin.label}, processor={self.processor!r})"
+
+
+__all__ = ["IOProcessorRunner", "PluginRequest", "installed_io_processors", "not_configured_error"]

@@ -1,0 +1,3 @@
+"""A plugin module that cannot be imported."""
+
+raise RuntimeError("this plugin is broken on purpose")
