@@ -93,7 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine_args = dict(runner=args.runner, convert=args.convert, pooler_config=_json_arg(args.pooler_config),
                        hf_overrides=_json_arg(args.hf_overrides), dtype=args.dtype, device=args.device,
                        max_model_len=args.max_model_len, max_batch_tokens=args.max_batch_tokens,
-                       trust_remote_code=args.trust_remote_code, revision=args.revision)
+                       trust_remote_code=args.trust_remote_code, revision=args.revision,
+                       io_processor_plugin=args.io_processor_plugin)
 
     def load_engines():
         from poolkit import Engine
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue-tokens", type=int, default=1_000_000, help="queued tokens beyond this: 429")
     serve.add_argument("--max-client-batch-size", type=int, default=1024, help="inputs per request beyond this: 413")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request bodies beyond this: 413")
+    serve.add_argument("--io-processor-plugin", help="IO processor of the 'plugin' task on /pooling "
+                       "(default: config.json's io_processor_plugin)")
     serve.add_argument("--trust-remote-code", action="store_true")
     serve.add_argument("--revision", help="hub revision")
     serve.add_argument("--log-level", default="info")

@@ -237,6 +237,10 @@ class Engine:
         """The ``plugin`` task with failures isolated: per request, the output or its IOProcessorError."""
         return self._io_processor().run(requests, pooling_params)
 
+    def serve_plugin_request(self, data: Any) -> dict[str, Any]:
+        """The ``plugin`` task for one HTTP request: the IO processor's response body."""
+        return self._io_processor().serve(data)
+
     def _io_processor(self) -> Any:
         if self.io_processor is None:
             from poolkit.io_plugins.runner import not_configured_error

@@ -84,5 +84,6 @@ def register_tasks(register: Callable[..., None]) -> None:
 def register_io_processors(register: Callable[..., None]) -> None:
     """Register IO processors run at both ends of the ``plugin`` task.
 
-    :param register: ``register(name: str, target: str)``; ``target`` is ``"module:Class"``.
+    :param register: ``register(name: str, target: str)``; ``target`` is ``"module:Class"`` of a
+        :class:`poolkit.io_plugins.interface.IOProcessor` (see docs/plugins.md).
     """

@@ -93,7 +93,7 @@ class Entry:
                 obj = getattr(obj, part)
         except Exception as exc:
             raise PluginLoadError(
-                f"{KINDS[self.kind][2].capitalize()} '{self.name}' from {self.plugin.label} could not "
+                f"{_title(KINDS[self.kind][2])} '{self.name}' from {self.plugin.label} could not "
                 f"be imported from '{self.target}': {type(exc).__name__}: {exc}"
             ) from exc
         return obj
@@ -119,7 +119,7 @@ class Registry:
     def _conflict_message(self, name: str) -> str:
         owners = " and ".join(e.plugin.label for e in self.conflicts[name])
         return (
-            f"{KINDS[self.kind][2].capitalize()} '{name}' is registered by both {owners}. "
+            f"{_title(KINDS[self.kind][2])} '{name}' is registered by both {owners}. "
             f"Uninstall one, or choose with POOLKIT_PLUGINS."
         )
 
@@ -143,6 +143,10 @@ class Registry:
 
     def load(self, name: str) -> Any:
         return self.get(name).load()
+
+
+def _title(what: str) -> str:
+    return what[0].upper() + what[1:]  # "IO processor", not "Io processor"
 
 
 def _allowed(names: tuple[str, ...]) -> bool:

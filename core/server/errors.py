@@ -57,6 +57,12 @@ def install(app) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail))
 
+    from poolkit.io_plugins.interface import IOProcessorError
+
+    @app.exception_handler(IOProcessorError)
+    async def _io_processor(_: Request, exc: IOProcessorError):  # the plugin's bug is a 500, bad input a 400
+        return error_response(400 if exc.client_error else 500, str(exc))
+
     @app.exception_handler(PoolkitError)
     async def _poolkit(_: Request, exc: PoolkitError):
         return error_response(400, str(exc))

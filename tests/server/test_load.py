@@ -191,3 +191,23 @@ def test_schemathesis_finds_no_server_errors(server):
         given(strategy)(check)()
     assert len(calls) >= 100 and 200 in calls and 400 in calls  # it really exercised the API
     assert not failures, failures[:5]
+
+
+def test_plugin_task_on_pooling_route(model_dirs):
+    """/pooling with task 'plugin': the IO processor parses ``data`` and shapes the response."""
+    from poolkit import Engine
+
+    engine = Engine(str(model_dirs["embedder"]), io_processor_plugin="long-text", max_model_len=16)
+    live = LiveServer(create_app(lambda: {"embedder": engine}))
+    try:
+        text = "word " * 60  # longer than max_model_len: chunked by the long-text processor
+        r = httpx.post(live.url + "/pooling", json={"task": "plugin", "data": text}, timeout=60)
+        assert r.status_code == 200, r.text
+        want = engine.encode(text, task="plugin")[0]
+        body = r.json()["data"]
+        assert body == engine.io_processor.to_response(want, 0)
+        bad = httpx.post(live.url + "/pooling", json={"task": "plugin", "data": 12345}, timeout=60)
+        assert bad.status_code == 400 and "long-text" in bad.json()["message"]
+        assert httpx.get(live.url + "/health").status_code == 200
+    finally:
+        live.stop()
