@@ -193,3 +193,22 @@ def test_transformers_fallback_serves_unknown_architectures(distilbert_dirs):
         with torch.no_grad():
             want = torch.softmax(ref(**tok(text, return_tensors="pt")).logits[0], -1)
         assert testing.max_abs_diff(out.outputs.data, want) <= 1e-5
+
+
+def test_step_reward_pooling(ner_dir):
+    """vLLM's PRM setup: STEP keeps the step-tag tokens, returned_token_ids picks label columns, then softmax."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(ner_dir)
+    step = tok.convert_tokens_to_ids(".")
+    text = "first step . second step . done ."
+    engine = Engine(str(ner_dir), pooler_config={"pooling_type": "STEP", "step_tag_id": step,
+                                                 "returned_token_ids": [0, 3]})
+    [out] = engine.reward(text)
+    logits, _ = _hf_logits(ner_dir, "BertForTokenClassification", [text])
+    ids = torch.tensor(tok(text)["input_ids"])
+    want = torch.softmax(logits[0][ids == step][:, [0, 3]], -1)
+    assert out.outputs.data.shape == (3, 2)
+    assert testing.max_abs_diff(out.outputs.data, want) <= 1e-5
+    [raw] = engine.reward(text, PoolingParams(use_activation=False))
+    assert testing.max_abs_diff(raw.outputs.data, logits[0][ids == step][:, [0, 3]]) <= 1e-5
