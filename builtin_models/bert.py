@@ -80,10 +80,13 @@ class BertLayer(nn.Module):
 class BertModel(nn.Module):
     """The encoder: returns the last hidden state of every token, ``(N, C)`` in fp32."""
 
+    prefixes = ("bert.", "model.")  # what task-head checkpoints put in front of the encoder's keys
+    embeddings_cls = BertEmbeddings
+
     def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
         super().__init__()
-        sd = strip_prefix(sd, ("bert.", "model."))
-        self.embeddings = BertEmbeddings(cfg, sd)
+        sd = strip_prefix(sd, self.prefixes)
+        self.embeddings = self.embeddings_cls(cfg, sd)
         self.layers = nn.ModuleList(
             BertLayer(cfg, sd, f"encoder.layer.{i}.", dtype, kernels) for i in range(cfg.num_hidden_layers)
         )

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from poolkit.batch import PackedBatch
-from poolkit.builtin_models.bert import BertEmbeddings, BertLayer
+from poolkit.builtin_models.bert import BertEmbeddings, BertModel
 from poolkit.kernels import FastLinear
 from poolkit.weights import strip_prefix, take
 
@@ -64,24 +64,11 @@ class RobertaEmbeddings(BertEmbeddings):
         return self.ln(x)
 
 
-class RobertaEncoder(nn.Module):
-    """The encoder: returns the last hidden state of every token, ``(N, C)`` in fp32."""
+class RobertaEncoder(BertModel):
+    """BERT's encoder with RoBERTa's embeddings: the last hidden state of every token, ``(N, C)`` in fp32."""
 
-    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                 kernels: str = "auto") -> None:
-        super().__init__()
-        sd = strip_prefix(sd, ("roberta.", "model."))
-        self.embeddings = RobertaEmbeddings(cfg, sd)
-        self.layers = nn.ModuleList(
-            BertLayer(cfg, sd, f"encoder.layer.{i}.", dtype, kernels) for i in range(cfg.num_hidden_layers)
-        )
-        self.leftover = sd  # task heads take their tensors from here
-
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        x = self.embeddings(batch)
-        for layer in self.layers:
-            x = layer(x, batch)
-        return x
+    prefixes = ("roberta.", "model.")
+    embeddings_cls = RobertaEmbeddings
 
 
 class RobertaForEmbedding(nn.Module):
