@@ -27,6 +27,8 @@ ARCHITECTURES = {
     "LlamaForSequenceClassification": ("llama", "LlamaForSequenceClassification", ("classify", "score")),
     "Qwen2ForSequenceClassification": ("llama", "Qwen2ForSequenceClassification", ("classify", "score")),
     "Qwen3ForSequenceClassification": ("llama", "Qwen3ForSequenceClassification", ("classify", "score")),
+    "Qwen2ForRewardModel": ("llama", "Qwen2ForRewardModel", ("token_classify",)),
+    "Qwen2ForProcessRewardModel": ("llama", "Qwen2ForProcessRewardModel", ("token_classify",)),
 }
 
 

@@ -433,3 +433,34 @@ class Qwen3ForSequenceClassification(_ForSequenceClassification):
     """``Qwen3ForSequenceClassification`` checkpoints, and Qwen3-Reranker through ``classifier_from_token``."""
 
     family = "qwen3"
+
+
+class Qwen2ForRewardModel(_DecoderModel):
+    """Qwen2.5-Math-RM style outcome reward model: ``score`` = Linear -> ReLU -> Linear on every token.
+
+    transformers ships no class for it (the checkpoints use remote code); the head's keys are
+    ``score.0.*`` and ``score.2.*``. Served for ``token_classify`` (``Engine.reward``) with raw
+    rewards; vLLM reads the last token's.
+    """
+
+    family = "qwen2"
+    default_pooling = "ALL"
+    supported_tasks = ("token_classify",)
+    default_use_activation = False
+
+    def build_heads(self, rest, dtype, kernels):
+        self.score_in = FastLinear(take(rest, "score.0.weight"), take(rest, "score.0.bias"), "relu")
+        self.score_out = FastLinear(take(rest, "score.2.weight"), take(rest, "score.2.bias"))
+        self.num_labels, self.id2label = self.score_out.out_features, _labels(self.config, self.score_out.out_features)
+        rest.pop("lm_head.weight", None)
+
+    def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` -> ``(N, num_labels)`` rewards."""
+        return self.score_out(self.score_in(hidden))
+
+
+class Qwen2ForProcessRewardModel(Qwen2ForRewardModel):
+    """Qwen2.5-Math-PRM: the same head with 2 labels, read at step-tag tokens (``pooling_type`` STEP), softmax."""
+
+    default_pooling = "STEP"
+    default_use_activation = True

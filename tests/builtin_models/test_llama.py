@@ -319,3 +319,68 @@ def test_qwen3_reranker_score_with_only_the_config_override(tmp_path):
     ranked = engine.rerank(PAIRS[0][0], [d for _, d in PAIRS])
     assert sorted(r.relevance_score for r in ranked) == sorted(engine.score(PAIRS[0][0], [d for _, d in PAIRS])[i]
                                                                .outputs.score for i in range(len(PAIRS)))
+
+
+def _reward_checkpoint(path, architecture: str, num_labels: int, seed: int):
+    """A Qwen2 decoder saved with a Qwen2.5-Math-RM style head (transformers has no class for it)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    path = build_tiny_decoder(path, "Qwen2Model", seed=seed)
+    state = load_file(path / "model.safetensors")
+    g = torch.Generator().manual_seed(seed)
+    head = {"score.0.weight": torch.randn(64, 64, generator=g) * 0.2, "score.0.bias": torch.randn(64, generator=g) * 0.2,
+            "score.2.weight": torch.randn(num_labels, 64, generator=g) * 0.2,
+            "score.2.bias": torch.randn(num_labels, generator=g) * 0.2}
+    save_file({**{f"model.{k}": v for k, v in state.items()}, **head}, path / "model.safetensors")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(architectures=[architecture], num_labels=num_labels)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path, head
+
+
+def _reward_reference(path, head, text):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok(text)["input_ids"]
+    cfg = __import__("transformers").Qwen2Config.from_pretrained(path)
+    base = __import__("transformers").Qwen2Model(cfg).eval()
+    from safetensors.torch import load_file
+
+    base.load_state_dict({k.removeprefix("model."): v for k, v in load_file(path / "model.safetensors").items()
+                          if k.startswith("model.")})
+    with torch.no_grad():
+        h = base(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        hidden = torch.relu(h @ head["score.0.weight"].T + head["score.0.bias"])
+        return ids, hidden @ head["score.2.weight"].T + head["score.2.bias"]
+
+
+def test_qwen2_outcome_reward_model(tmp_path):
+    from poolkit import Engine
+
+    path, head = _reward_checkpoint(tmp_path, "Qwen2ForRewardModel", 1, seed=21)
+    text = "the answer is 42"
+    _, want = _reward_reference(path, head, text)
+    engine = Engine(str(path))
+    assert engine.supported_tasks == ("token_classify",)
+    [out] = engine.reward(text)
+    assert out.outputs.data.shape == want.shape
+    assert testing.max_abs_diff(out.outputs.data, want) <= TOL  # raw rewards, no activation
+
+
+def test_qwen2_process_reward_model_step_pooling(tmp_path):
+    from transformers import AutoTokenizer
+
+    from poolkit import Engine
+
+    path, head = _reward_checkpoint(tmp_path, "Qwen2ForProcessRewardModel", 2, seed=22)
+    tok = AutoTokenizer.from_pretrained(path)
+    text = "step one <|im_end|> step two <|im_end|>"
+    step = tok.convert_tokens_to_ids("<|im_end|>")
+    ids, logits = _reward_reference(path, head, text)
+    want = torch.softmax(logits[torch.tensor(ids) == step], -1)
+    [out] = Engine(str(path), pooler_config={"step_tag_id": step}).reward(text)
+    assert out.outputs.data.shape == (2, 2)
+    assert testing.max_abs_diff(out.outputs.data, want) <= TOL
