@@ -454,9 +454,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", type=Path, default=None,
                     help="model directory (default: all-MiniLM-L6-v2, poolkit.testing.minilm_path())")
     ap.add_argument("--poolkit-args", default="", help="extra `poolkit serve` arguments, space-separated")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment variable for both servers and this process's offline Engine (repeatable), "
+                         "e.g. OMP_WAIT_POLICY=PASSIVE")
     ap.add_argument("--infinity-venv", type=Path, default=INFINITY_VENV, help="(default: bench/.venv-infinity)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: bench/results/serve_load.json)")
     args = ap.parse_args(argv)
+    bad = [e for e in args.env if "=" not in e]
+    if bad:
+        ap.error(f"--env: KEY=VALUE expected, got {bad}")
+    args.env = dict(e.split("=", 1) for e in args.env)
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     if args.no_infinity:
@@ -474,12 +481,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    os.environ.update(args.env)  # before torch loads here, and inherited by both servers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     from poolkit import Engine
 
     env = environment()
+    env["extra_env"] = args.env
     print(f"{env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}; poolkit {env['poolkit']} @ "
           f"{env['git_commit'][:10]}{' (dirty)' if env['git_dirty'] else ''}; load average "
           f"{env['loadavg_at_start'][0]:.2f}", flush=True)

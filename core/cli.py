@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,45 +21,41 @@ def default_model() -> str:
         return DEFAULT_MODEL_ID
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
-    if args.file is None:
-        return list(args.texts)
-    if args.texts:
-        raise SystemExit("poolkit embed: give texts or --file, not both")
-    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-    with stream:
-        return [line.rstrip("\n") for line in stream]
-
-
-def _write(path: str | None, vectors: list, texts: list[str]) -> None:
-    if path and path.endswith(".npy"):
-        import numpy as np
-
-        np.save(path, np.stack([v.numpy() for v in vectors]) if vectors else np.zeros((0, 0), dtype="float32"))
-        return
-    out = open(path, "w", encoding="utf-8") if path else sys.stdout
-    try:
-        for i, v in enumerate(vectors):
-            out.write(json.dumps({"index": i, "embedding": v.tolist()}) + "\n")
-    finally:
-        if path:
-            out.close()
+def _embed_source(args: argparse.Namespace) -> str | list[str]:
+    """The input file (``-f FILE``, or one TEXT argument naming an existing file), else the texts themselves."""
+    texts = list(args.texts)
+    if args.file is not None:
+        if texts:
+            raise SystemExit("poolkit embed: give texts or --file, not both")
+        return args.file
+    if not texts:
+        raise SystemExit("poolkit embed: nothing to embed (give texts, an INPUT file, or --file FILE)")
+    if len(texts) == 1 and not args.literal and os.path.isfile(texts[0]):
+        return texts[0]
+    return texts
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    texts = _read_texts(args)
-    if not texts:
-        raise SystemExit("poolkit embed: nothing to embed (give texts, or --file with at least one line)")
-    from poolkit import Engine, PoolingParams
+    from poolkit import Engine
+    from poolkit.jobs import EmbedJob, run_job, summary
 
+    source = _embed_source(args)
+    job = EmbedJob(source, args.output, input_format=args.input_format, output_format=args.output_format,
+                   text_field=args.text_field, id_field=args.id_field, task=args.task,
+                   output_column=args.output_column, dimensions=args.dimensions,
+                   normalize=False if args.no_normalize else None, use_activation=False if args.no_activation else None,
+                   truncate_prompt_tokens=args.truncate_prompt_tokens, prompt_name=args.prompt_name,
+                   chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart, progress=not args.quiet)
     engine = Engine(args.model or default_model(), dtype=args.dtype, device=args.device,
-                    max_batch_tokens=args.max_batch_tokens)
-    params = PoolingParams(dimensions=args.dimensions, normalize=False if args.no_normalize else None)
-    outputs = engine.embed(texts, params, prompt_name=args.prompt_name, use_tqdm=not args.quiet)
-    _write(args.output, [o.outputs.data for o in outputs], texts)
-    if args.output and not args.quiet:
-        dims = outputs[0].outputs.data.shape[-1]
-        print(f"poolkit: wrote {len(outputs)} embeddings of {dims} dimensions to {args.output}", file=sys.stderr)
+                    max_batch_tokens=args.max_batch_tokens, pooler_config=_json_arg(args.pooler_config))
+    try:
+        result = run_job(engine, job)
+    except KeyboardInterrupt:
+        if args.output and not isinstance(source, list) and source != "-":
+            print(f"poolkit embed: interrupted; run the same command again to resume {args.output}", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(summary(result, args.task), file=sys.stderr)
     return 0
 
 
@@ -154,20 +151,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the poolkit version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    embed = sub.add_parser("embed", help="embed texts or a text file (one text per line)",
-                           description="Embed texts with a pooling model and write the vectors as JSONL or .npy.")
-    embed.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --file)")
-    embed.add_argument("-f", "--file", help="read one text per line from FILE ('-' for stdin)")
-    embed.add_argument("-o", "--output", help="write to OUTPUT: .npy for a float32 matrix, anything else JSONL "
-                                              "(default: JSONL on stdout)")
+    embed = sub.add_parser(
+        "embed", help="embed texts, or a file of them (txt, JSONL, CSV/TSV, Parquet), as a resumable batch job",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a pooling model over texts and write one result per text.\n\n"
+                    "INPUT: a single TEXT argument that names an existing file is read as the input file\n"
+                    "(--literal embeds it as a text instead); -f FILE says so explicitly ('-' reads stdin);\n"
+                    "otherwise the TEXT arguments are the texts.\n\n"
+                    "Input format by extension: .jsonl/.ndjson (--text-field), .csv/.tsv (a header row,\n"
+                    "--text-column), .parquet (--text-column), anything else one text per line.\n"
+                    "Output format by extension: .parquet (columns id + vector), .npy (float32 matrix),\n"
+                    "anything else JSONL ({\"index\": i, \"embedding\": [...]}); JSONL on stdout without -o.\n\n"
+                    "The input streams in chunks of --chunk-size texts (a Parquet row group each), so memory\n"
+                    "stays flat. An interrupted job keeps its progress in OUTPUT.partial/: run the same\n"
+                    "command again to resume it. Malformed rows (bad JSON, a missing field, an empty text)\n"
+                    "stop the job with their line number, or with --on-error skip are reported and counted.",
+        epilog="Examples:\n  poolkit embed 'hello world' 'another text'\n"
+               "  poolkit embed docs.jsonl --text-field body -o vectors.parquet\n"
+               "  poolkit embed reviews.csv --text-column review --task classify -o labels.parquet --on-error skip\n"
+               "  poolkit embed -f texts.txt -o vectors.npy --quiet")
+    embed.add_argument("texts", nargs="*", metavar="INPUT | TEXT",
+                       help="an input file, or texts to embed (see above)")
+    embed.add_argument("-f", "--file", help="read the input from FILE ('-' for stdin: txt, or JSONL with "
+                                            "--input-format jsonl)")
+    embed.add_argument("--literal", action="store_true", help="embed TEXT as given even if it names a file")
+    embed.add_argument("-o", "--output", help="write to OUTPUT: .parquet, .npy, or anything else JSONL "
+                                              "(default: JSONL on stdout, not resumable)")
     embed.add_argument("-m", "--model", help=f"model directory or hub id (default: packaged {DEFAULT_MODEL_ID})")
+    embed.add_argument("--task", default="embed", choices=("embed", "classify", "token_embed", "token_classify"),
+                       help="what to compute per text (default: embed); token_* give a matrix per text "
+                            "(Parquet or JSONL output)")
+    embed.add_argument("--text-field", "--text-column", dest="text_field", default="text",
+                       help="JSONL field / CSV, TSV or Parquet column holding the text (default: text)")
+    embed.add_argument("--id-field", "--id-column", dest="id_field",
+                       help="copy this field / column to the output as the id (default: the 0-based row number)")
+    embed.add_argument("--input-format", choices=("txt", "jsonl", "csv", "tsv", "parquet"),
+                       help="override the input format the extension implies")
+    embed.add_argument("--output-format", choices=("parquet", "npy", "jsonl"),
+                       help="override the output format the extension implies")
+    embed.add_argument("--output-column", help="name of the vector column / JSONL key (default: embedding, probs, "
+                                               "token_embeddings or token_probs, by task)")
     embed.add_argument("--dimensions", type=int, help="Matryoshka output dimensions (models that support it)")
     embed.add_argument("--no-normalize", action="store_true", help="return unnormalized vectors")
+    embed.add_argument("--no-activation", action="store_true", help="classify/token_classify: raw logits")
+    embed.add_argument("--pooler-config", help="JSON, e.g. '{\"pooling_type\": \"MEAN\"}'")
     embed.add_argument("--prompt-name", help="prepend the model's named prompt (config_sentence_transformers.json)")
+    embed.add_argument("--truncate-prompt-tokens", type=int, metavar="N",
+                       help="keep at most N tokens per text (-1: the model's limit); longer texts are errors otherwise")
     embed.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (default: auto)")
     embed.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     embed.add_argument("--max-batch-tokens", type=int, default=2048, help="token budget per forward pass")
-    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
+    embed.add_argument("--chunk-size", type=int, default=2048,
+                       help="texts read, run and written at a time: a Parquet row group, a resume point "
+                            "(default: 2048)")
+    embed.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                       help="a malformed row stops the job (default), or is skipped, reported and counted")
+    embed.add_argument("--restart", action="store_true",
+                       help="discard an interrupted run's OUTPUT.partial/ instead of resuming it")
+    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr "
+                                                                  "(skipped rows are still reported)")
     embed.set_defaults(func=cmd_embed)
 
     serve = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API",

@@ -150,15 +150,7 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
         if hasattr(model_cls, "prepare_config"):  # a family that needs the tokenizer to read its config
             model_cls.prepare_config(hf, self.tokenizer)
-        state = load_state_dict(self.model_config.path)
-        for name in getattr(model_cls, "extra_weight_files", ()):  # e.g. BGE-M3's sparse_linear.pt
-            extra = torch.load(self.model_config.path / name, map_location="cpu", weights_only=True)
-            state.update({f"{name.rsplit('.', 1)[0]}.{k}": v for k, v in extra.items()})
-        state = {k: v.to(self.device) for k, v in state.items()}
-        with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
-            self.model = model_cls(hf, state, self.dtype, kernels).eval()
-        del state
-        _release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
+        self.model = self._build_model(model_cls, kernels)
 
         st = self.model_config.st
         self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
@@ -179,6 +171,19 @@ class Engine:
         self.io_processor = IOProcessorRunner.configure(self, io_processor_plugin)  # the `plugin` task
         if self.io_processor is not None:
             self.supported_tasks += ("plugin",)
+
+    def _build_model(self, model_cls: type, kernels: str) -> Any:
+        """The model class built from the checkpoint's tensors, on the target device."""
+        state = load_state_dict(self.model_config.path)
+        for name in getattr(model_cls, "extra_weight_files", ()):  # e.g. BGE-M3's sparse_linear.pt
+            extra = torch.load(self.model_config.path / name, map_location="cpu", weights_only=True)
+            state.update({f"{name.rsplit('.', 1)[0]}.{k}": v for k, v in extra.items()})
+        state = {k: v.to(self.device) for k, v in state.items()}
+        with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
+            model = model_cls(self.model_config.hf_config, state, self.dtype, kernels).eval()
+        del state
+        _release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
+        return model
 
     def _architecture(self) -> tuple[str, type]:
         """The registered class for the first known architecture, else a fallback that accepts it."""
