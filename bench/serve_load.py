@@ -37,9 +37,18 @@ What is measured:
    ``Engine.embed([text])``. Reported: its p50 and poolkit's 1-client p50 minus it, i.e. what
    the HTTP layer, the queue and the JSON add to one request; also the median of the per-text
    differences.
-3. Agreement: a few texts through each server and through the offline Engine; the minimum cosine.
-4. poolkit's batching, from its own ``/metrics`` before and after each round: forward passes per
+3. Breakdown at 1 client (poolkit): for up to 300 texts in turn, ``GET /health``, ``POST /tokenize``,
+   ``POST /v1/embeddings`` and the offline ``Engine.embed([text])``, one after the other, so that
+   the machine's drift hits all four alike. The median per-text difference between the server and
+   the offline Engine is what the 2 ms goal is judged on (two p50s from passes seconds apart move
+   by more than that on a shared machine); /health and /tokenize show what the HTTP round trip and
+   the tokenizer thread hop cost alone.
+4. Agreement: a few texts through each server and through the offline Engine; the minimum cosine.
+5. poolkit's batching, from its own ``/metrics`` before and after each round: forward passes per
    round, mean prompts and tokens per pass, time per pass.
+
+``--env KEY=VALUE`` sets an environment variable for both servers and this process (before torch
+loads), e.g. ``--env OMP_WAIT_POLICY=PASSIVE`` to compare OpenMP's waiting policies.
 
 Goals (issue 6): poolkit >= 2x infinity's req/s at 64 clients with p99 no worse, and at 1 client a
 p50 latency within 2 ms of the offline Engine's for the same texts.
@@ -47,7 +56,8 @@ p50 latency within 2 ms of the offline Engine's for the same texts.
 Results: a table on stdout and ``bench/results/serve_load.json`` (gitignored); the servers' logs
 go to ``bench/results/serve_load_<peer>.log``. Nothing leaves 127.0.0.1. Examples::
 
-    python bench/serve_load.py                                  # the full run, ~5-8 min on 2 idle cores
+    python bench/serve_load.py                                  # the full run, 5-10 min
+    python bench/serve_load.py --env OMP_WAIT_POLICY=PASSIVE --out bench/results/serve_load_passive.json
     python bench/serve_load.py --no-infinity --rounds 1         # poolkit alone, quick
     python bench/serve_load.py --requests-per-level 200 --levels 1,64
 """
@@ -299,13 +309,47 @@ async def closed_loop(server: Server, texts: list[str], tokens: list[int], clien
     }
 
 
-def offline_latencies(engine: Any, texts: list[str]) -> list[float]:
-    """``Engine.embed([text])`` one text at a time, milliseconds each."""
-    out = []
+def offline_latencies(engine: Any, texts: list[str], max_seconds: float = float("inf")) -> list[float]:
+    """``Engine.embed([text])`` one text at a time, milliseconds each (stops after ``max_seconds``)."""
+    out, deadline = [], time.perf_counter() + max_seconds
     for text in texts:
+        if time.perf_counter() > deadline:
+            break
         t0 = time.perf_counter()
         engine.embed([text])
         out.append(1e3 * (time.perf_counter() - t0))
+    return out
+
+
+async def breakdown(server: Server, engine: Any, texts: list[str], max_seconds: float) -> dict[str, Any]:
+    """One client, per text in turn: GET /health, POST /tokenize, POST /v1/embeddings, then the offline
+    ``Engine.embed([text])``; medians in ms. Interleaving per text cancels the machine's drift, so
+    the differences tell what the HTTP round trip, the tokenizer hop and the engine loop each add."""
+    import httpx
+
+    keys = ("health", "tokenize", "embeddings", "offline")
+    lat: dict[str, list[float]] = {k: [] for k in keys}
+    async with httpx.AsyncClient(timeout=60) as client:
+        await client.get(server.base + "/health")
+        deadline = time.perf_counter() + max_seconds
+        for text in texts:
+            if time.perf_counter() > deadline:
+                break
+            t = [time.perf_counter()]
+            (await client.get(server.base + "/health")).raise_for_status()
+            t.append(time.perf_counter())
+            (await client.post(server.base + "/tokenize", json={"model": SERVED_NAME, "prompt": text})).raise_for_status()
+            t.append(time.perf_counter())
+            (await client.post(server.base + server.embed_path, json={"model": SERVED_NAME, "input": text})).raise_for_status()
+            t.append(time.perf_counter())
+            engine.embed([text])
+            t.append(time.perf_counter())
+            for k, a, b in zip(keys, t, t[1:]):
+                lat[k].append(1e3 * (b - a))
+    out = {f"{k}_p50_ms": statistics.median(v) for k, v in lat.items()}
+    out["embeddings_minus_offline_median_ms"] = statistics.median(
+        e - o for e, o in zip(lat["embeddings"], lat["offline"]))
+    out["requests"] = len(lat["offline"])
     return out
 
 
@@ -419,12 +463,21 @@ def summarize(res: dict[str, Any], levels: list[int]) -> dict[str, Any]:
     off = res.get("offline")
     if off and "1" in pk:
         gap = pk["1"]["p50_ms"] - off["p50_ms"]
+        # the verdict uses the interleaved per-text difference where there is one: the two p50s come from
+        # passes seconds apart, which a shared machine's drift moves by more than 2 ms
+        judged = res["breakdown"]["embeddings_minus_offline_median_ms"] if res.get("breakdown") else gap
         out.update(one_client_p50_minus_offline_ms=gap, one_client_paired_median_ms=off.get("paired_median_ms"),
-                   goal_latency_met=gap <= 2.0)
+                   one_client_interleaved_gap_ms=judged, goal_latency_met=judged <= 2.0)
+        b = res.get("breakdown")
+        if b:
+            out["lines"]["breakdown"] = (
+                f"1 client, interleaved per text (p50): GET /health {b['health_p50_ms']:.2f} ms, POST /tokenize "
+                f"{b['tokenize_p50_ms']:.2f} ms, POST /v1/embeddings {b['embeddings_p50_ms']:.2f} ms, offline "
+                f"{b['offline_p50_ms']:.2f} ms; per-text embeddings - offline {b['embeddings_minus_offline_median_ms']:+.2f} ms")
         out["lines"]["latency"] = (f"at 1 client: poolkit p50 {pk['1']['p50_ms']:.2f} ms - offline Engine p50 "
                                    f"{off['p50_ms']:.2f} ms = {gap:+.2f} ms (per-text median "
-                                   f"{_f(off.get('paired_median_ms'), '+.2f')} ms; goal <= 2 ms) -> "
-                                   f"{'met' if gap <= 2.0 else 'MISSED'}")
+                                   f"{_f(off.get('paired_median_ms'), '+.2f')} ms); interleaved per text "
+                                   f"{judged:+.2f} ms (goal <= 2 ms) -> {'met' if judged <= 2.0 else 'MISSED'}")
     return out
 
 
@@ -435,7 +488,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Closed-loop load on 127.0.0.1: `poolkit serve` vs infinity-emb, all-MiniLM-L6-v2 on CPU; "
                     "req/s, tokens/s, p50/p99 latency per concurrency, and poolkit's 1-client latency against the "
                     "offline Engine's.",
-        epilog="examples:\n  python bench/serve_load.py                           # full run, ~5-8 min\n"
+        epilog="examples:\n  python bench/serve_load.py                           # full run, 5-10 min\n"
                "  python bench/serve_load.py --no-infinity --rounds 1  # poolkit only, quick",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests-per-level", type=int, default=600,
@@ -446,7 +499,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-infinity", action="store_true", help="poolkit only (same as --peers poolkit)")
     ap.add_argument("--port", type=int, default=0,
                     help="poolkit's port; infinity gets the next one (default: free ports chosen at start)")
-    ap.add_argument("--max-round-seconds", type=float, default=60,
+    ap.add_argument("--max-round-seconds", type=float, default=25,
                     help="a round stops after this long even if short of its requests (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=64, help="untimed requests per peer at start (default: %(default)s)")
     ap.add_argument("--texts", type=int, default=2000,
@@ -568,10 +621,19 @@ def main(argv: list[str] | None = None) -> None:
                           f"{', errors ' + str(r['errors']) if r['errors'] else ''}"
                           f"{', TIMED OUT' if r['timed_out'] else ''} (load {r['loadavg_at_start']:.2f})", flush=True)
                 if level == 1:  # the offline Engine on the same texts, one at a time
-                    lat = offline_latencies(engine, round_texts)
+                    lat = offline_latencies(engine, round_texts, args.max_round_seconds)
                     offline_rounds.append({"latencies_ms": lat, "texts": idx})
                     print(f"  {'offline':<9} {level:>3} client,  round {rnd + 1}: p50 {percentile(lat, 50):7.2f} ms",
                           flush=True)
+
+        if "poolkit" in servers and 1 in args.levels:  # where poolkit's 1-client time goes
+            results["breakdown"] = asyncio.run(breakdown(servers["poolkit"], engine, texts[: min(300, n)],
+                                                          args.max_round_seconds))
+            b = results["breakdown"]
+            print(f"  breakdown, 1 client, {b['requests']} texts interleaved (p50): GET /health "
+                  f"{b['health_p50_ms']:.2f} ms, POST /tokenize {b['tokenize_p50_ms']:.2f} ms, POST /v1/embeddings "
+                  f"{b['embeddings_p50_ms']:.2f} ms, offline {b['offline_p50_ms']:.2f} ms; embeddings - offline per text "
+                  f"{b['embeddings_minus_offline_median_ms']:+.2f} ms", flush=True)
 
         for name, by_level in results["rounds"].items():
             results["load"][name] = {lvl: aggregate(rs) for lvl, rs in by_level.items()}

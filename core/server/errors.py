@@ -49,6 +49,8 @@ def install(app) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return error_response(400, f"Invalid JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error_response(400, f"Invalid request: {where}: {first.get('msg', 'invalid value')}" if where
                               else f"Invalid request: {first.get('msg', 'invalid body')}", where or None)
