@@ -37,7 +37,7 @@ def _embed_source(args: argparse.Namespace) -> str | list[str]:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from poolkit import Engine
-    from poolkit.jobs import EmbedJob, run_job, summary
+    from poolkit.jobs import EmbedJob, bound_kernel_caches, run_job, summary
 
     source = _embed_source(args)
     job = EmbedJob(source, args.output, input_format=args.input_format, output_format=args.output_format,
@@ -46,8 +46,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
                    normalize=False if args.no_normalize else None, use_activation=False if args.no_activation else None,
                    truncate_prompt_tokens=args.truncate_prompt_tokens, prompt_name=args.prompt_name,
                    chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart, progress=not args.quiet)
+    bound_kernel_caches()  # flat memory over a long job: before the Engine first runs oneDNN
     engine = Engine(args.model or default_model(), dtype=args.dtype, device=args.device,
-                    max_batch_tokens=args.max_batch_tokens, pooler_config=_json_arg(args.pooler_config))
+                    max_batch_tokens=args.max_batch_tokens, max_model_len=args.max_model_len,
+                    pooler_config=_json_arg(args.pooler_config))
     try:
         result = run_job(engine, job)
     except KeyboardInterrupt:
@@ -73,6 +75,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # before torch loads: idle OpenMP threads sleep instead of spinning, so a server sharing its cores
+    # with other processes (or its own event loop) does not burn them (bench/serve_load.py, docs/performance.md)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import uvicorn
 
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-activation", action="store_true", help="classify/token_classify: raw logits")
     embed.add_argument("--pooler-config", help="JSON, e.g. '{\"pooling_type\": \"MEAN\"}'")
     embed.add_argument("--prompt-name", help="prepend the model's named prompt (config_sentence_transformers.json)")
+    embed.add_argument("--max-model-len", type=int, help="cap on tokens per text (default: the model's limit)")
     embed.add_argument("--truncate-prompt-tokens", type=int, metavar="N",
                        help="keep at most N tokens per text (-1: the model's limit); longer texts are errors otherwise")
     embed.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (default: auto)")
