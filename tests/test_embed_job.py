@@ -332,6 +332,7 @@ def _peak_rss_kb(model: Path, src: Path, out: Path) -> int:
     return int(proc.stdout.split()[-1])
 
 
+@pytest.mark.slow  # 20 s on an idle machine, up to 105 s on a busy one
 def test_peak_memory_does_not_grow_with_input_size(tiny_bert_dir, tmp_path):
     """200,000 short texts peak within 10% of 2,000 (VmHWM of the whole process, Parquet output)."""
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
