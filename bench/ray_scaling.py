@@ -52,9 +52,7 @@ def offline_rate(model: str, texts: list[str], threads: int, max_batch_tokens: i
     import torch
 
     from poolkit import Engine
-    from poolkit.jobs import bound_kernel_caches
 
-    bound_kernel_caches()
     torch.set_num_threads(threads)
     engine = Engine(model, max_batch_tokens=max_batch_tokens)
     engine.embed(texts[:32], truncate_prompt_tokens=-1)  # warm-up

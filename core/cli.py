@@ -37,7 +37,7 @@ def _embed_source(args: argparse.Namespace) -> str | list[str]:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from poolkit import Engine
-    from poolkit.jobs import EmbedJob, bound_kernel_caches, run_job, summary
+    from poolkit.jobs import EmbedJob, run_job, summary
 
     source = _embed_source(args)
     job = EmbedJob(source, args.output, input_format=args.input_format, output_format=args.output_format,
@@ -46,7 +46,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
                    normalize=False if args.no_normalize else None, use_activation=False if args.no_activation else None,
                    truncate_prompt_tokens=args.truncate_prompt_tokens, prompt_name=args.prompt_name,
                    chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart, progress=not args.quiet)
-    bound_kernel_caches()  # flat memory over a long job: before the Engine first runs oneDNN
     engine = Engine(args.model or default_model(), dtype=args.dtype, device=args.device,
                     max_batch_tokens=args.max_batch_tokens, max_model_len=args.max_model_len,
                     pooler_config=_json_arg(args.pooler_config))

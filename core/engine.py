@@ -18,6 +18,7 @@ from poolkit.batch import PackedBatch
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.convert import served_tasks
 from poolkit.inputs import InputProcessor, normalize_prompts
+from poolkit.kernels import bound_kernel_caches
 from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import UnknownArchitectureError, UnknownTaskError, get_host
@@ -150,6 +151,7 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
         if hasattr(model_cls, "prepare_config"):  # a family that needs the tokenizer to read its config
             model_cls.prepare_config(hf, self.tokenizer)
+        bound_kernel_caches()  # before oneDNN's first use: memory stays flat over many batch shapes
         self.model = self._build_model(model_cls, kernels)
 
         st = self.model_config.st

@@ -97,19 +97,6 @@ def _pyarrow() -> tuple[Any, Any]:
     return pa, pq
 
 
-def bound_kernel_caches(capacity: int = 16) -> None:
-    """Cap oneDNN's per-shape caches, unless the environment already sets them; call before building the Engine.
-
-    oneDNN keeps a primitive cache and ideep an LRU cache of 1,024 entries each, keyed by input
-    shape; every distinct batch size (packed token count) adds entries (a few MB each for a
-    MiniLM-sized model), so a long job's memory would grow by hundreds of MB before they fill. A
-    batch needs one entry per distinct weight shape, reused by every layer, so a small cap costs
-    nothing measurable. The variables are read when oneDNN is first used.
-    """
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
-    os.environ.setdefault("LRU_CACHE_CAPACITY", str(capacity))
-
-
 # --- readers: records and the position after each ---------------------------------------------------------
 
 

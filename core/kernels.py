@@ -19,6 +19,19 @@ from torch import nn
 _ACTS = {"gelu": ("gelu", [], "none"), "gelu_tanh": ("gelu", [], "tanh"), "relu": ("relu", [], ""), None: ("none", [], "")}
 
 
+def bound_kernel_caches(capacity: int = 16) -> None:
+    """Cap oneDNN's per-shape caches, unless the environment already sets them; call before building the Engine.
+
+    oneDNN keeps a primitive cache and ideep an LRU cache of 1,024 entries each, keyed by input
+    shape; every distinct batch size (packed token count) adds entries (a few MB each for a
+    MiniLM-sized model), so a long job's memory would grow by hundreds of MB before they fill. A
+    batch needs one entry per distinct weight shape, reused by every layer, so a small cap costs
+    nothing measurable. The variables are read when oneDNN is first used.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+    os.environ.setdefault("LRU_CACHE_CAPACITY", str(capacity))
+
+
 def _onednn_usable() -> bool:
     if os.environ.get("POOLKIT_KERNELS", "auto") == "torch":
         return False

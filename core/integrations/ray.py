@@ -60,7 +60,7 @@ class PoolingPredictor:
         import torch
 
         from poolkit import Engine, PoolingParams
-        from poolkit.jobs import OUTPUT_COLUMNS, TASKS, bound_kernel_caches
+        from poolkit.jobs import OUTPUT_COLUMNS, TASKS
 
         if task not in TASKS:
             raise ValueError(f"task {task!r}; choose one of {', '.join(TASKS)}")
@@ -72,7 +72,6 @@ class PoolingPredictor:
             torch_threads = max(math.floor(cpus), 1) if cpus else None
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        bound_kernel_caches()  # flat memory over a long run (see poolkit.jobs)
         self.engine = Engine(model, **engine_kwargs)
         self.task, self.text_column, self.prompt_name = task, text_column, prompt_name
         self.output_column = output_column or OUTPUT_COLUMNS[task]
@@ -141,10 +140,7 @@ def serve_app(model: str | dict[str, str], *, name: str = "poolkit", num_replica
     models = dict(model) if isinstance(model, dict) else {str(model): str(model)}
 
     def build_asgi_app() -> Any:  # runs in each replica
-        from poolkit.jobs import bound_kernel_caches
         from poolkit.server.app import create_app
-
-        bound_kernel_caches()
 
         def load_engines() -> dict[str, Any]:
             from poolkit import Engine
