@@ -127,21 +127,21 @@ def _labels(cfg: Any) -> dict[int, str]:
     return {int(k): v for k, v in (getattr(cfg, "id2label", None) or {}).items()}
 
 
-class BertForSequenceClassification(nn.Module):
-    """BERT with its classification head: tanh pooler on [CLS] -> classifier (cross-encoders too)."""
-
-    default_pooling = "CLS"
-    supported_tasks = ("classify", "score")
+class _BertWithClassifier(nn.Module):
+    """BERT plus a ``classifier`` linear; subclasses add what sits between (``build_head``) and how it applies."""
 
     def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
         super().__init__()
         self.config = cfg
         self.bert = BertModel(cfg, sd, dtype, kernels)
         rest = self.bert.leftover
-        self.pooler = FastLinear(take(rest, "pooler.dense.weight"), take(rest, "pooler.dense.bias"))
+        self.build_head(rest)
         self.classifier = FastLinear(take(rest, "classifier.weight"), take(rest, "classifier.bias"))
         self.num_labels, self.id2label = self.classifier.out_features, _labels(cfg)
         del self.bert.leftover
+
+    def build_head(self, rest: dict[str, torch.Tensor]) -> None:
+        """Take any extra head tensors out of ``rest``."""
 
     @property
     def hidden_size(self) -> int:
@@ -149,33 +149,27 @@ class BertForSequenceClassification(nn.Module):
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         return self.bert(batch)
+
+
+class BertForSequenceClassification(_BertWithClassifier):
+    """BERT with its classification head: tanh pooler on [CLS] -> classifier (cross-encoders too)."""
+
+    default_pooling = "CLS"
+    supported_tasks = ("classify", "score")
+
+    def build_head(self, rest: dict[str, torch.Tensor]) -> None:
+        self.pooler = FastLinear(take(rest, "pooler.dense.weight"), take(rest, "pooler.dense.bias"))
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) [CLS] states -> (B, num_labels) logits."""
         return self.classifier(torch.tanh(self.pooler(pooled)))
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(_BertWithClassifier):
     """BERT with a per-token classifier (NER and other taggers)."""
 
     default_pooling = "ALL"
     supported_tasks = ("token_classify",)
-
-    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
-        super().__init__()
-        self.config = cfg
-        self.bert = BertModel(cfg, sd, dtype, kernels)
-        rest = self.bert.leftover
-        self.classifier = FastLinear(take(rest, "classifier.weight"), take(rest, "classifier.bias"))
-        self.num_labels, self.id2label = self.classifier.out_features, _labels(cfg)
-        del self.bert.leftover
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        return self.bert(batch)
 
     def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, C) token states -> (N, num_labels) logits."""
