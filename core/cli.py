@@ -73,13 +73,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    # before torch loads: idle OpenMP threads sleep instead of spinning, so a server sharing its cores
-    # with other processes (or its own event loop) does not burn them (bench/serve_load.py, docs/performance.md)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # before torch loads: OpenMP's idle threads spin ~10,000 rounds (tens of us) before they sleep, instead of
+    # GNU OpenMP's 300,000, so that a server sharing its cores with its HTTP thread and with other processes
+    # does not burn them between requests, while the ops of one forward pass still find their threads awake
+    # (OMP_WAIT_POLICY=PASSIVE costs ~4 ms per MiniLM forward; bench/serve_load.py, docs/performance.md)
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     try:
         import uvicorn
 
-        from poolkit.server.app import GracefulServer, create_app
+        from poolkit.server.app import create_app, serve
+        from poolkit.server.worker import EngineLoop
         from poolkit.server.state import Limits
     except ImportError as exc:
         raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
@@ -104,10 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_client_batch_size=args.max_client_batch_size, max_body_bytes=args.max_body_bytes,
                     max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,
                     max_batch_tokens=args.max_batch_tokens)
-    app = create_app(load_engines, limits=limits, api_key=args.api_key)
+    engine_loop = EngineLoop()
+    app = create_app(load_engines, limits=limits, api_key=args.api_key, engine_loop=engine_loop)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
-    GracefulServer(config).run()
-    return 0
+    return serve(app, engine_loop, config)
 
 
 def _json_arg(value: str | None):
