@@ -1,17 +1,19 @@
 """The engine loop: requests from all clients are queued per prompt and packed by a token budget.
 
-Request handlers tokenize on a tokenizer thread (``ModelWorker.prepare``) and submit one item per
-prompt to their model's queue. One :class:`EngineLoop` serves every model: it takes the model whose
+Request handlers tokenize on a tokenizer thread (``ModelWorker.run``), which puts one item per
+prompt on their model's queue. One :class:`EngineLoop` serves every model: it takes the model whose
 oldest item waited longest, adds that model's queued items of the same task while the batch's padded
 size stays within ``max_batch_tokens``, runs one forward pass and hands each result back to its
-request's future on the event loop. So a big request is split across batches, small ones are
-combined, and the event loop never blocks on tokenization or the forward pass. Admission control
-(``max_concurrent_requests``, ``max_queue_tokens``) turns overload into a 429, never a hang.
+request, whose handler wakes once, when its last prompt is done. So a big request is split across
+batches, small ones are combined, and the event loop never blocks on tokenization or the forward
+pass. Admission control (``max_concurrent_requests``, ``max_queue_tokens``) turns overload into a
+429, never a hang.
 
-``poolkit serve`` runs the engine loop on the process's main thread and HTTP on another: GNU
-OpenMP keeps its worker threads docked only for the initial thread, so each parallel op started
-from any other thread pays a team fork (~50 us; ~3 ms of a 9 ms MiniLM forward on 2 cores,
-docs/performance.md). In-process users (tests, Ray Serve) run it on a thread of its own.
+``poolkit serve`` runs the engine loop on the process's main thread and HTTP on another. GNU
+OpenMP keeps the worker team of one thread docked; a second thread that runs parallel ops while
+that one lives pays a team fork per op (~50 us: a GELU over 60k floats takes 22 us from the first
+thread, 72 us from another), and the main thread is the one most programs touch torch from first.
+In-process users (tests, Ray Serve) run the loop on a thread of its own.
 """
 
 from __future__ import annotations
@@ -31,13 +33,32 @@ from poolkit.server.errors import APIError, Overloaded
 _arrival = itertools.count()
 
 
+class _Request:
+    """One request's prompts in flight: the engine loop fills ``results`` and settles ``future`` once, at the end."""
+
+    __slots__ = ("future", "loop", "results", "remaining", "error")
+
+    def __init__(self, future: asyncio.Future, n: int) -> None:
+        self.future, self.loop = future, future.get_loop()
+        self.results, self.remaining, self.error = [None] * n, n, None
+
+    def settle(self, index: int, result: Any, exc: BaseException | None) -> None:
+        """Engine loop side; the last prompt of the request wakes its handler."""
+        if exc is not None and self.error is None:
+            self.error = exc
+        self.results[index] = result
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.loop.call_soon_threadsafe(_settle, self.future, self.results, self.error)
+
+
 @dataclass
 class _Item:
     adapter: Any
     tokens: Any
     params: Any
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
+    request: _Request
+    index: int
     seq: int
 
 
@@ -111,40 +132,51 @@ class ModelWorker:
 
     # --- request side (event loop) -----------------------------------------------------------------
 
-    async def prepare(self, *args: Any, **kwargs: Any) -> Any:
-        """``Engine.prepare`` on the tokenizer thread."""
-        return await self.run_in_tokenizer(self.engine.prepare, *args, **kwargs)
+    async def run(self, prepare: Callable[[], Any], split: Callable[[Any], tuple[Any, list, list]] = tuple
+                  ) -> tuple[Any, list[Any]]:
+        """``prepare()`` on the tokenizer thread, which queues its prompts for the engine loop itself (no
+        hop back through the event loop); returns what ``prepare`` returned and the pooled tensors in order.
+
+        ``split`` turns that value into (task adapter, tokenized prompts, params), e.g. for a ScorePlan.
+        """
+        loop = asyncio.get_running_loop()
+        with self._cv:
+            if self._requests >= self.max_concurrent_requests:
+                raise Overloaded(f"Too many concurrent requests (max_concurrent_requests={self.max_concurrent_requests})")
+            self._requests += 1
+        try:
+            future = loop.create_future()
+            prepared, queued = await loop.run_in_executor(self._tokenizer, self._prepare_and_queue, prepare, split, future)
+            return prepared, (await future if queued else [])
+        finally:
+            with self._cv:
+                self._requests -= 1
 
     async def run_in_tokenizer(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer, lambda: fn(*args, **kwargs))
 
-    async def submit(self, adapter: Any, tokens: list[Any], params: list[Any]) -> list[Any]:
-        """Queue one request's prompts; the pooled tensors come back in order."""
+    def _prepare_and_queue(self, prepare: Callable[[], Any], split: Callable, future: asyncio.Future
+                           ) -> tuple[Any, bool]:
+        prepared = prepare()
+        adapter, tokens, params = split(prepared)
         if not tokens:
-            return []
+            return prepared, False
         n_tokens = sum(len(t.ids) for t in tokens)
-        loop = asyncio.get_running_loop()
+        request = _Request(future, len(tokens))
         with self._cv:
             if not self._running:
                 raise APIError(503, "The server is shutting down")
-            if self._requests >= self.max_concurrent_requests:
-                raise Overloaded(f"Too many concurrent requests (max_concurrent_requests={self.max_concurrent_requests})")
             if self._queued_tokens + n_tokens > self.max_queue_tokens:
                 raise Overloaded(f"The queue is full: {self._queued_tokens} tokens queued, this request has "
                                  f"{n_tokens}, max_queue_tokens={self.max_queue_tokens}")
-            self._requests += 1
-            items = [_Item(adapter, t, p, loop.create_future(), loop, next(_arrival)) for t, p in zip(tokens, params)]
-            self._queue.extend(items)
+            self._queue.extend(_Item(adapter, t, p, request, i, next(_arrival))
+                               for i, (t, p) in enumerate(zip(tokens, params)))
             self._queued_tokens += n_tokens
             self._cv.notify_all()
         if self.metrics:
             self.metrics.queue_depth.set(len(self._queue))
-        try:
-            return list(await asyncio.gather(*(i.future for i in items)))
-        finally:
-            with self._cv:
-                self._requests -= 1
+        return prepared, True
 
     @property
     def queue_depth(self) -> int:
@@ -191,7 +223,7 @@ class ModelWorker:
             self.metrics.batch_seconds.observe(time.perf_counter() - start)
             self.metrics.queue_depth.set(len(self._queue))
         for item, result, exc in outcome:
-            item.loop.call_soon_threadsafe(_settle, item.future, result, exc)
+            item.request.settle(item.index, result, exc)
 
 
 def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:

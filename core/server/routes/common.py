@@ -37,8 +37,7 @@ async def run_prompts(state: ServerState, model: str | None, prompts: Any, task:
     """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts."""
     served = state.model(model)
     state.check_batch_size(count_inputs(prompts))
-    adapter, tokens, plist = await served.worker.prepare(prompts, task, params, **kwargs)
-    pooled = await served.worker.submit(adapter, tokens, plist)
+    (_, tokens, _), pooled = await served.worker.run(lambda: served.engine.prepare(prompts, task, params, **kwargs))
     return served, tokens, pooled
 
 

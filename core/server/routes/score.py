@@ -14,8 +14,8 @@ async def run_score(state, model, first, second, params):
     """Score pairs through the engine loop; returns the served model, the plan and one score per pair."""
     served = state.model(model)
     state.check_batch_size(max(len(first), len(second)))
-    plan = await served.worker.run_in_tokenizer(served.engine.prepare_score, first, second, params)
-    pooled = await served.worker.submit(plan.adapter, plan.tokens, plan.params)
+    plan, pooled = await served.worker.run(lambda: served.engine.prepare_score(first, second, params),
+                                           lambda plan: (plan.adapter, plan.tokens, plan.params))
     return served, plan, [float(s) for s in plan.finish(pooled)]
 
 
