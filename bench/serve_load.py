@@ -391,8 +391,9 @@ def scrape_metrics(server: Server) -> dict[str, float]:
         return out
     for line in text.splitlines():
         name, _, value = line.partition(" ")
+        name = name.split("{")[0]  # one served model: its series carry a model label
         if name in wanted:
-            out[wanted[name]] = float(value)
+            out[wanted[name]] = out.get(wanted[name], 0.0) + float(value)
     return out
 
 

@@ -20,7 +20,7 @@ from poolkit.tasks import TaskAdapter, TaskContext
 
 def _matryoshka_error(ctx: TaskContext) -> ValueError:
     return ValueError(
-        f'Model "{ctx.model_config.name}" does not support matryoshka representation, '
+        f'Model "{ctx.model_config.served_name}" does not support matryoshka representation, '
         f"changing output dimensions will lead to poor results."
     )
 

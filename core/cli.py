@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def load_engines():
         from poolkit import Engine
 
-        return {name: Engine(model, **engine_args) for name, model in zip(names, models)}
+        return {name: Engine(model, served_model_name=name, **engine_args) for name, model in zip(names, models)}
 
     limits = Limits(max_client_batch_size=args.max_client_batch_size, max_body_bytes=args.max_body_bytes,
                     max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,

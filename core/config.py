@@ -150,6 +150,10 @@ class ModelConfig:
     path: Path
     hf_config: Any
     st: SentenceTransformersConfig | None
+    served_name: str = ""  # what messages call the model (``served_model_name``); ``name`` when empty
+
+    def __post_init__(self) -> None:
+        self.served_name = self.served_name or str(self.name)
 
     @classmethod
     def load(cls, model: str, *, revision: str | None = None, hf_overrides: dict[str, Any] | None = None,

@@ -118,13 +118,16 @@ class Engine:
     :param kernels: ``"auto"`` (oneDNN prepacked linears on CPU when they pass a probe) or ``"torch"``.
     :param io_processor_plugin: the IO processor of the ``plugin`` task (docs/plugins.md); default:
         ``config.json``'s ``io_processor_plugin``, none if absent; ``""`` turns that one off.
+    :param served_model_name: what error messages call the model (the server's name for it);
+        default: ``model``.
     """
 
     def __init__(self, model: str, runner: str = "auto", convert: str = "auto",
                  pooler_config: PoolerConfig | dict[str, Any] | None = None, hf_overrides: dict[str, Any] | None = None,
                  dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
                  max_batch_tokens: int = 2048, trust_remote_code: bool = False, revision: str | None = None,
-                 kernels: str = "auto", io_processor_plugin: str | None = None) -> None:
+                 kernels: str = "auto", io_processor_plugin: str | None = None,
+                 served_model_name: str | None = None) -> None:
         if runner not in ("auto", "pooling"):
             raise ValueError(f"runner={runner!r}: poolkit runs pooling models only; use 'auto' or 'pooling'")
         if max_batch_tokens < 1:
@@ -132,6 +135,7 @@ class Engine:
         self.host = get_host()
         self.model_config = ModelConfig.load(model, revision=revision, hf_overrides=hf_overrides,
                                              trust_remote_code=trust_remote_code)
+        self.model_config.served_name = served_model_name or str(model)
         self.architecture, model_cls = self._architecture()
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
@@ -200,7 +204,7 @@ class Engine:
                 if cls.accepts(self.model_config.hf_config):
                     return archs[0], cls
         raise UnknownArchitectureError(
-            f"Model architectures {archs} of '{self.model_config.name}' are not supported. Registered "
+            f"Model architectures {archs} of '{self.model_config.served_name}' are not supported. Registered "
             f"architectures: {[n for n in registry.names() if not registry.get(n).meta.get('fallback')]}. "
             f"A plugin may provide it: install it and run 'poolkit plugins'."
         )
@@ -209,7 +213,7 @@ class Engine:
         """The task adapter for ``name``, built on first use."""
         if name not in self.supported_tasks:
             raise UnknownTaskError(f"Task {name!r} is not supported by {self.architecture} "
-                                   f"('{self.model_config.name}'). Supported tasks: {list(self.supported_tasks)}")
+                                   f"('{self.model_config.served_name}'). Supported tasks: {list(self.supported_tasks)}")
         if name not in self._adapters:
             self._adapters[name] = self.host.registry("tasks").load(name)(self._ctx)
         return self._adapters[name]
@@ -243,10 +247,6 @@ class Engine:
                             pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
         """The ``plugin`` task with failures isolated: per request, the output or its IOProcessorError."""
         return self._io_processor().run(requests, pooling_params)
-
-    def serve_plugin_request(self, data: Any) -> dict[str, Any]:
-        """The ``plugin`` task for one HTTP request: the IO processor's response body."""
-        return self._io_processor().serve(data)
 
     def _io_processor(self) -> Any:
         if self.io_processor is None:
@@ -296,8 +296,13 @@ class Engine:
             pooled = self.run_batch(adapter, [tokens[i] for i in idx], [params[i] for i in idx])
             for i, value in zip(idx, pooled):
                 results[i] = value
+        return self.to_outputs(adapter, tokens, results)
+
+    @staticmethod
+    def to_outputs(adapter: TaskAdapter, tokens: list[Any], pooled: list[torch.Tensor]) -> list[PoolingRequestOutput]:
+        """One :class:`PoolingRequestOutput` per tokenized prompt, from its pooled tensor."""
         return [PoolingRequestOutput(str(next(_request_ids)), t.ids, adapter.output_cls(r))
-                for t, r in zip(tokens, results)]
+                for t, r in zip(tokens, pooled)]
 
     def classify(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
                  truncate_prompt_tokens: int | None = None, use_tqdm: bool = False) -> list[PoolingRequestOutput]:

@@ -40,7 +40,7 @@ class MatryoshkaProcessor(IOProcessor[MatryoshkaRequest, MatryoshkaVectors]):
         request = MatryoshkaRequest(text=raw) if isinstance(raw, str) else super().parse_request(raw)
         supported, allowed = self.ctx.model_config.matryoshka_dimensions()
         if not supported:
-            raise ValueError(f"model '{self.ctx.model_config.name}' does not declare matryoshka dimensions")
+            raise ValueError(f"model '{self.ctx.model_config.served_name}' does not declare matryoshka dimensions")
         dims = request.dimensions or allowed
         if not dims:
             raise ValueError("give dimensions: the model accepts any size and lists none")

@@ -35,7 +35,7 @@ def installed_io_processors(engine: Engine) -> list[str]:
 def not_configured_error(engine: Engine) -> UnknownTaskError:
     """The error for ``task="plugin"`` on an Engine without an IO processor: how to configure one."""
     return UnknownTaskError(
-        f"Task 'plugin' needs an IO processor, and none is configured for '{engine.model_config.name}'. "
+        f"Task 'plugin' needs an IO processor, and none is configured for '{engine.model_config.served_name}'. "
         f"Select one with Engine(model, io_processor_plugin='<name>') or the field "
         f"\"{CONFIG_FIELD}\": \"<name>\" in the model's config.json (or hf_overrides). Installed IO processors: "
         f"{installed_io_processors(engine)}; 'poolkit plugins --hook register_io_processors' shows who provides them."
@@ -81,7 +81,7 @@ class IOProcessorRunner:
         task = getattr(self.processor, "task", None)
         if task not in self.context.supported_tasks:
             raise self._error("__init__", None, ValueError(
-                f"it runs the pooling task {task!r}, which {engine.architecture} ('{engine.model_config.name}') "
+                f"it runs the pooling task {task!r}, which {engine.architecture} ('{engine.model_config.served_name}') "
                 f"does not serve; supported tasks: {list(self.context.supported_tasks)}"))
 
     @classmethod
@@ -224,7 +224,27 @@ class IOProcessorRunner:
         ``data`` is one request (``data`` is then one body) or a list of them (a list of bodies). A
         failed request raises its :class:`IOProcessorError`; ``client_error`` tells 400 from 500.
         """
-        results = self.encode(data, pooling_params)
+        return self.response_body(data, self.encode(data, pooling_params))
+
+    # --- the server's path: prepare on its tokenizer thread, pool in its engine loop, then this ---
+
+    @staticmethod
+    def flatten(requests: list[PluginRequest]) -> tuple[list[TaskAdapter], list[Any], list[PoolingParams]]:
+        """Every prompt of ``requests`` in order, with its task adapter and params (for the engine loop)."""
+        return ([r.adapter for r in requests for _ in r.tokens], [t for r in requests for t in r.tokens],
+                [p for r in requests for p in r.params])
+
+    def finish_all(self, requests: list[PluginRequest], pooled: list[Any]) -> list[Any]:
+        """post_process for each request, given the pooled tensors of :meth:`flatten`'s prompts."""
+        outputs, start = [], 0
+        for r in requests:
+            mine = self.engine.to_outputs(r.adapter, r.tokens, pooled[start:start + len(r.tokens)])
+            outputs.append(self.finish(r, mine))
+            start += len(r.tokens)
+        return outputs
+
+    def response_body(self, data: Any, results: list[Any]) -> dict[str, Any]:
+        """``{"data": body}`` for one request, ``{"data": [bodies]}`` for a list of them."""
         bodies = [self.to_response(r, i) for i, r in enumerate(results)]
         return {"data": bodies if isinstance(data, (list, tuple)) else bodies[0]}
 

@@ -145,7 +145,7 @@ def serve_app(model: str | dict[str, str], *, name: str = "poolkit", num_replica
         def load_engines() -> dict[str, Any]:
             from poolkit import Engine
 
-            return {served: Engine(path, **engine_kwargs) for served, path in models.items()}
+            return {served: Engine(path, served_model_name=served, **engine_kwargs) for served, path in models.items()}
 
         # load while the replica starts: Serve routes to it once it is ready
         return create_app(load_engines, limits=limits, api_key=api_key, background_load=False)

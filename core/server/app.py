@@ -36,8 +36,9 @@ def create_app(load_engines: Callable[[], dict[str, Any]], *, limits: Limits | N
     def load() -> None:
         try:
             for name, engine in load_engines().items():
+                engine.model_config.served_name = name  # messages name the model as clients know it
                 worker = ModelWorker(engine, engine_loop, state.limits.max_batch_tokens, state.limits.max_concurrent_requests,
-                                     state.limits.max_queue_tokens, state.metrics)
+                                     state.limits.max_queue_tokens, state.metrics.for_model(name))
                 state.models[name] = ServedModel(name, engine, worker)
             state.ready = True
         except Exception as exc:  # reported by /health and every route as a 503

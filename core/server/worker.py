@@ -137,7 +137,8 @@ class ModelWorker:
         """``prepare()`` on the tokenizer thread, which queues its prompts for the engine loop itself (no
         hop back through the event loop); returns what ``prepare`` returned and the pooled tensors in order.
 
-        ``split`` turns that value into (task adapter, tokenized prompts, params), e.g. for a ScorePlan.
+        ``split`` turns that value into (task adapter, tokenized prompts, params), e.g. for a ScorePlan;
+        the adapter may be a list, one per prompt.
         """
         loop = asyncio.get_running_loop()
         with self._cv:
@@ -170,8 +171,9 @@ class ModelWorker:
             if self._queued_tokens + n_tokens > self.max_queue_tokens:
                 raise Overloaded(f"The queue is full: {self._queued_tokens} tokens queued, this request has "
                                  f"{n_tokens}, max_queue_tokens={self.max_queue_tokens}")
-            self._queue.extend(_Item(adapter, t, p, request, i, next(_arrival))
-                               for i, (t, p) in enumerate(zip(tokens, params)))
+            adapters = adapter if isinstance(adapter, list) else [adapter] * len(tokens)
+            self._queue.extend(_Item(a, t, p, request, i, next(_arrival))
+                               for i, (a, t, p) in enumerate(zip(adapters, tokens, params)))
             self._queued_tokens += n_tokens
             self._cv.notify_all()
         if self.metrics:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -209,5 +210,31 @@ def test_plugin_task_on_pooling_route(model_dirs):
         bad = httpx.post(live.url + "/pooling", json={"task": "plugin", "data": 12345}, timeout=60)
         assert bad.status_code == 400 and "long-text" in bad.json()["message"]
         assert httpx.get(live.url + "/health").status_code == 200
+
+        # a list of requests, sent by several clients at once next to plain embeddings: the plugin's
+        # prompts go through the engine loop (its pass counter moves) and are batched with the others
+        def passes() -> float:
+            line = next(x for x in httpx.get(live.url + "/metrics").text.splitlines()
+                        if x.startswith('poolkit_batch_tokens_count{model="embedder"}'))
+            return float(line.split()[-1])
+
+        texts = ["alpha " * 40, "beta gamma " * 25, "short one"]
+        before = passes()
+        assert httpx.post(live.url + "/pooling", json={"task": "plugin", "data": texts}, timeout=60).status_code == 200
+        assert passes() > before
+        with ThreadPoolExecutor(8) as pool:
+            plugin = [pool.submit(httpx.post, live.url + "/pooling", json={"task": "plugin", "data": texts}, timeout=60)
+                      for _ in range(4)]
+            plain = [pool.submit(httpx.post, live.url + "/v1/embeddings", json={"input": t, "truncate_prompt_tokens": -1},
+                                 timeout=60)
+                     for t in texts * 2]
+            results = [f.result() for f in plugin + plain]
+        assert all(r.status_code == 200 for r in results), [r.text for r in results if r.status_code != 200]
+        wants = engine.encode(texts, task="plugin")
+        for r in results[:4]:
+            for got, want in zip(r.json()["data"], wants):
+                expected = engine.io_processor.to_response(want, 0)
+                assert got["num_chunks"] == expected["num_chunks"] and got["num_tokens"] == expected["num_tokens"]
+                assert testing.max_abs_diff(got["embedding"], expected["embedding"]) <= 1e-6
     finally:
         live.stop()

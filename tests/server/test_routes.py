@@ -61,6 +61,8 @@ def test_pooling_route_any_task(server, engines):
     assert len(r.json()["data"][0]["data"]) == 3
     r = post(server, "/pooling", model="embedder", input="x", task="classify")
     assert r.status_code == 400 and "Supported tasks" in r.json()["message"]
+    # messages call the model by its served name, never by the directory it was loaded from
+    assert "('embedder')" in r.json()["message"] and str(engines["embedder"].model_config.path) not in r.json()["message"]
 
 
 def test_classify(server, engines):
@@ -114,6 +116,9 @@ def test_models_health_metrics_openapi(server):
     metrics = httpx.get(server.url + "/metrics").text
     assert "poolkit_requests_total" in metrics and "poolkit_batch_tokens_bucket" in metrics
     assert "poolkit_queue_depth" in metrics and "poolkit_request_latency_seconds" in metrics
+    for name in ("embedder", "reranker", "sentiment"):  # per-model series
+        assert f'poolkit_queue_depth{{model="{name}"}}' in metrics
+    assert 'poolkit_batch_tokens_count{model="embedder"}' in metrics
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     for route in ("/v1/embeddings", "/pooling", "/classify", "/score", "/rerank", "/v2/rerank", "/tokenize"):
         assert route in paths

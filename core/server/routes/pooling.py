@@ -1,6 +1,8 @@
 """``POST /pooling``: any task by its ``task`` field, nested-list ``data``; the ``plugin`` task's IO
 processor parses ``data`` and shapes the response."""
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from poolkit.params import PoolingParams
@@ -11,15 +13,28 @@ from poolkit.server.routes.common import encode_vector, get_state, run_prompts, 
 router = APIRouter(tags=["pooling"])
 
 
+async def run_plugin(served: Any, data: Any) -> dict[str, Any]:
+    """The ``plugin`` task: the IO processor parses and pre-processes on the tokenizer thread, its
+    prompts are batched with everyone's by the engine loop, and it post-processes on the tokenizer thread.
+
+    ``data`` is one request, or a list of them (the response's ``data`` is then a list too).
+    """
+    runner = served.engine.io_processor
+    if runner is None:
+        from poolkit.io_plugins.runner import not_configured_error
+
+        raise not_configured_error(served.engine)
+    raws = list(data) if isinstance(data, (list, tuple)) else [data]
+    requests, pooled = await served.worker.run(lambda: [runner.prepare(raw, None, i) for i, raw in enumerate(raws)],
+                                               runner.flatten)
+    return await served.worker.run_in_tokenizer(lambda: runner.response_body(data, runner.finish_all(requests, pooled)))
+
+
 @router.post("/pooling")
 async def pooling(body: PoolingRequest, request: Request):
     state = get_state(request)
     if body.task == "plugin":
-        served = state.model(body.model)
-        run = getattr(served.engine, "serve_plugin_request", None)
-        if run is None:
-            raise APIError(400, "This poolkit build has no IO processor support")
-        return await served.worker.run_in_tokenizer(run, body.data if body.data is not None else body.input)
+        return await run_plugin(state.model(body.model), body.data if body.data is not None else body.input)
     if body.input is None:
         raise APIError(400, "input is required (data is only for task 'plugin')", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
