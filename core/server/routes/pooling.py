@@ -25,8 +25,9 @@ async def run_plugin(served: Any, data: Any) -> dict[str, Any]:
 
         raise not_configured_error(served.engine)
     raws = list(data) if isinstance(data, (list, tuple)) else [data]
+    # direct=False: the plugin's own code runs on the tokenizer thread, never on the shared engine loop
     requests, pooled = await served.worker.run(lambda: [runner.prepare(raw, None, i) for i, raw in enumerate(raws)],
-                                               runner.flatten)
+                                               runner.flatten, direct=False)
     return await served.worker.run_in_tokenizer(lambda: runner.response_body(data, runner.finish_all(requests, pooled)))
 
 

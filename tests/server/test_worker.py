@@ -1,0 +1,122 @@
+"""The engine loop and a model's queue, with a fake engine: who tokenizes, batching, errors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from poolkit.server.errors import APIError
+from poolkit.server.worker import EngineLoop, ModelWorker
+
+
+class FakeEngine:
+    """prepare: one prompt per text, ids of its length; run_batch: each prompt's text length, slowly."""
+
+    max_batch_tokens = 64
+
+    def __init__(self, forward_seconds: float = 0.0) -> None:
+        self.forward_seconds = forward_seconds
+        self.prepared_on: list[str] = []
+        self.batches: list[int] = []
+        self.adapter = object()
+
+    def prepare(self, texts: list[str]):
+        self.prepared_on.append(threading.current_thread().name)
+        if any(t == "bad" for t in texts):
+            raise ValueError("bad input")
+        tokens = [SimpleNamespace(ids=list(range(len(t)))) for t in texts]
+        return self.adapter, tokens, [None] * len(texts)
+
+    def run_batch(self, adapter, tokens, params):
+        time.sleep(self.forward_seconds)
+        self.batches.append(len(tokens))
+        return [len(t.ids) for t in tokens]
+
+
+@pytest.fixture
+def loop_and_worker():
+    made = []
+
+    def make(engine, **kwargs):
+        engine_loop = EngineLoop()
+        worker = ModelWorker(engine, engine_loop, **kwargs)
+        engine_loop.start()
+        made.append((engine_loop, worker))
+        return engine_loop, worker
+
+    yield make
+    for engine_loop, worker in made:
+        worker.close()
+        engine_loop.stop()
+
+
+def run(worker, engine, texts):
+    return worker.run(lambda: engine.prepare(texts))
+
+
+def test_idle_loop_tokenizes_itself_busy_loop_leaves_it_to_the_tokenizer_thread(loop_and_worker):
+    engine = FakeEngine(forward_seconds=0.05)
+    _, worker = loop_and_worker(engine)
+
+    async def scenario():
+        await asyncio.sleep(0.05)  # the loop is waiting for work
+        (_, tokens, _), pooled = await run(worker, engine, ["abc", "de"])
+        assert pooled == [3, 2] and len(tokens) == 2
+        first = engine.prepared_on[-1]
+        # while a batch runs, more requests arrive: the tokenizer thread prepares them
+        results = await asyncio.gather(*(run(worker, engine, ["x" * (i + 1)]) for i in range(12)))
+        return first, [r[1] for r in results]
+
+    first, pooled = asyncio.run(scenario())
+    assert first == "poolkit-engine-loop"
+    assert pooled == [[i + 1] for i in range(12)]  # every result back to its own request, in order
+    assert any(name.startswith("poolkit-tokenize") for name in engine.prepared_on)
+    assert max(engine.batches) > 1  # requests that waited together share a forward pass
+
+
+def test_bad_input_fails_its_request_on_either_path(loop_and_worker):
+    engine = FakeEngine(forward_seconds=0.02)
+    _, worker = loop_and_worker(engine)
+
+    async def scenario():
+        await asyncio.sleep(0.05)
+        with pytest.raises(ValueError, match="bad input"):  # idle: prepared on the engine loop
+            await run(worker, engine, ["bad"])
+        outcome = await asyncio.gather(run(worker, engine, ["fine"]), run(worker, engine, ["bad"]),
+                                       run(worker, engine, ["also fine"]), return_exceptions=True)
+        return outcome
+
+    good, bad, also = asyncio.run(scenario())
+    assert good[1] == [4] and also[1] == [9] and isinstance(bad, ValueError)
+
+
+def test_plugin_style_requests_never_run_on_the_engine_loop(loop_and_worker):
+    engine = FakeEngine()
+    _, worker = loop_and_worker(engine)
+
+    async def scenario():
+        await asyncio.sleep(0.05)
+        return await worker.run(lambda: engine.prepare(["abc"]), direct=False)
+
+    assert asyncio.run(scenario())[1] == [3]
+    assert engine.prepared_on == ["poolkit-tokenize_0"]
+
+
+def test_closed_worker_answers_503_and_drains(loop_and_worker):
+    engine = FakeEngine(forward_seconds=0.02)
+    engine_loop, worker = loop_and_worker(engine)
+
+    async def scenario():
+        pending = [asyncio.ensure_future(run(worker, engine, ["abcd"])) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        await asyncio.get_running_loop().run_in_executor(None, worker.close)
+        with pytest.raises(APIError) as err:
+            await run(worker, engine, ["late"])
+        return err.value.status, await asyncio.gather(*pending)
+
+    status, done = asyncio.run(scenario())
+    assert status == 503 and all(r[1] == [4] for r in done)
