@@ -31,6 +31,17 @@ def now() -> int:
     return int(time.time())
 
 
+class ListResponse(BaseModel):
+    """The envelope of vLLM's list responses; each route's subclass sets the id prefix and narrows ``data``."""
+
+    id: str
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[Any]
+    usage: Usage
+
+
 # --- /v1/embeddings ----------------------------------------------------------------------------
 
 
@@ -48,13 +59,9 @@ class EmbeddingData(BaseModel):
     embedding: list[float] | str
 
 
-class EmbeddingResponse(BaseModel):
+class EmbeddingResponse(ListResponse):
     id: str = Field(default_factory=lambda: new_id("embd"))
-    object: Literal["list"] = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[EmbeddingData]
-    usage: Usage
 
 
 # --- /pooling ----------------------------------------------------------------------------------
@@ -76,13 +83,9 @@ class PoolingData(BaseModel):
     data: Any
 
 
-class PoolingResponse(BaseModel):
+class PoolingResponse(ListResponse):
     id: str = Field(default_factory=lambda: new_id("pool"))
-    object: Literal["list"] = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[PoolingData]
-    usage: Usage
 
 
 # --- /classify ---------------------------------------------------------------------------------
@@ -100,13 +103,9 @@ class ClassificationData(BaseModel):
     num_classes: int
 
 
-class ClassificationResponse(BaseModel):
+class ClassificationResponse(ListResponse):
     id: str = Field(default_factory=lambda: new_id("classify"))
-    object: Literal["list"] = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[ClassificationData]
-    usage: Usage
 
 
 # --- /score and /rerank -------------------------------------------------------------------------
@@ -128,13 +127,9 @@ class ScoreData(BaseModel):
     score: float
 
 
-class ScoreResponse(BaseModel):
+class ScoreResponse(ListResponse):
     id: str = Field(default_factory=lambda: new_id("score"))
-    object: Literal["list"] = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[ScoreData]
-    usage: Usage
 
 
 class RerankDocumentIn(BaseModel):
