@@ -38,10 +38,10 @@ _MAX_DIRECT_JOBS = 8  # requests an idle engine loop tokenizes itself before the
 class _Request:
     """One request's prompts in flight: the engine loop fills ``results`` and settles ``future`` once, at the end."""
 
-    __slots__ = ("future", "loop", "results", "remaining", "error")
+    __slots__ = ("future", "results", "remaining", "error")
 
     def __init__(self, future: asyncio.Future, n: int) -> None:
-        self.future, self.loop = future, future.get_loop()
+        self.future = future
         self.results, self.remaining, self.error = [None] * n, n, None
 
     def settle(self, index: int, result: Any, exc: BaseException | None) -> None:
@@ -51,7 +51,7 @@ class _Request:
         self.results[index] = result
         self.remaining -= 1
         if self.remaining == 0:
-            self.loop.call_soon_threadsafe(_settle, self.future, self.results, self.error)
+            _post(self.future, self.results, self.error)
 
 
 @dataclass
@@ -114,14 +114,12 @@ class EngineLoop:
                 if not jobs:
                     batch = worker._next_batch()
                 worker._busy = True
-            if jobs:  # requests that came while the loop was idle: tokenize them here, then batch them
-                for job in jobs:
-                    worker._prepare_job(job)
-                with self.cv:
-                    worker._busy = False
-                continue
             try:
-                worker._run(batch)
+                if jobs:  # requests that came while the loop was idle: tokenize them here, batch them next
+                    for job in jobs:
+                        worker._prepare_job(job)
+                else:
+                    worker._run(batch)
             finally:
                 with self.cv:
                     worker._busy = False
@@ -227,14 +225,13 @@ class ModelWorker:
 
     def _prepare_job(self, job: _Job) -> None:
         """Engine loop side: tokenize and queue a request that came while the loop was idle."""
-        loop = job.future.get_loop()
         try:
             job.prepared, queued = self._prepare_and_queue(job.prepare, job.split, job.future)
         except Exception as exc:  # bad input: the handler gets its 4xx
-            loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            _post(job.future, None, exc)
             return
         if not queued:
-            loop.call_soon_threadsafe(_settle, job.future, [], None)
+            _post(job.future, [], None)
 
     @property
     def queue_depth(self) -> int:
@@ -282,6 +279,14 @@ class ModelWorker:
             self.metrics.queue_depth.set(len(self._queue))
         for item, result, exc in outcome:
             item.request.settle(item.index, result, exc)
+
+
+def _post(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    """From the engine loop: settle ``future`` on its event loop (gone already at shutdown: nobody waits)."""
+    try:
+        future.get_loop().call_soon_threadsafe(_settle, future, result, exc)
+    except RuntimeError:
+        pass
 
 
 def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:

@@ -120,3 +120,20 @@ def test_closed_worker_answers_503_and_drains(loop_and_worker):
 
     status, done = asyncio.run(scenario())
     assert status == 503 and all(r[1] == [4] for r in done)
+
+
+def test_a_client_whose_event_loop_is_gone_does_not_stop_the_engine_loop(loop_and_worker):
+    engine = FakeEngine(forward_seconds=0.2)
+    _, worker = loop_and_worker(engine)
+
+    async def leave_early():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(run(worker, engine, ["abc"]), 0.05)
+
+    asyncio.run(leave_early())  # its event loop is closed before the forward pass ends
+    time.sleep(0.3)
+
+    async def next_request():
+        return await asyncio.wait_for(run(worker, engine, ["abcdef"]), 10)
+
+    assert asyncio.run(next_request())[1] == [6]
