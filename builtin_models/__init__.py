@@ -13,6 +13,7 @@ ARCHITECTURES = {
     "BertForTokenClassification": ("bert", "BertForTokenClassification", ("token_classify",)),
     "ModernBertModel": ("modernbert", "ModernBertForEmbedding", ("embed", "token_embed")),
     "ModernBertForSequenceClassification": ("modernbert", "ModernBertForSequenceClassification", ("classify", "score")),
+    "ModernBertForTokenClassification": ("modernbert", "ModernBertForTokenClassification", ("token_classify",)),
     "RobertaModel": ("roberta", "RobertaForEmbedding", ("embed", "token_embed")),
     "XLMRobertaModel": ("roberta", "RobertaForEmbedding", ("embed", "token_embed")),
     "RobertaForSequenceClassification": ("roberta", "RobertaForSequenceClassification", ("classify", "score")),

@@ -239,23 +239,12 @@ class ModernBertForEmbedding(nn.Module):
         return self.model(batch)
 
 
-class ModernBertForSequenceClassification(nn.Module):
-    """ModernBERT with its classification head: pooled -> dense -> act -> norm -> classifier.
-
-    The head pools by ``config.classifier_pooling`` ("cls" or "mean" over all tokens), so the
-    instance's ``default_pooling`` follows it; the class attribute is the "cls" default.
-    """
-
-    default_pooling = "CLS"
-    supported_tasks = ("classify", "score")
+class _ModernBertWithHead(nn.Module):
+    """ModernBERT plus its prediction head (dense -> act -> norm) and a ``classifier`` linear."""
 
     def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
         super().__init__()
         self.config = cfg
-        pooling = getattr(cfg, "classifier_pooling", "cls")
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"classifier_pooling={pooling!r} is not supported; expected 'cls' or 'mean'")
-        self.default_pooling = pooling.upper()
         self.model = ModernBertModel(cfg, sd, dtype, kernels)
         rest = self.model.leftover
         act = _ACT.get(cfg.classifier_activation)
@@ -267,7 +256,7 @@ class ModernBertForSequenceClassification(nn.Module):
         self.norm = _norm(cfg, rest, "head.norm")
         self.classifier = FastLinear(take(rest, "classifier.weight"), take(rest, "classifier.bias"))
         if rest:
-            raise KeyError(f"Unexpected tensors in a ModernBertForSequenceClassification checkpoint: {list(rest)[:8]}")
+            raise KeyError(f"Unexpected tensors in a {type(self).__name__} checkpoint: {list(rest)[:8]}")
         self.num_labels, self.id2label = self.classifier.out_features, _labels(cfg)
         del self.model.leftover
 
@@ -278,6 +267,39 @@ class ModernBertForSequenceClassification(nn.Module):
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         return self.model(batch)
 
+    def head(self, states: torch.Tensor) -> torch.Tensor:
+        """(N, C) states -> (N, num_labels) logits."""
+        return self.classifier(self.norm(self.dense(states.float())))
+
+
+class ModernBertForSequenceClassification(_ModernBertWithHead):
+    """ModernBERT with its classification head: pooled -> dense -> act -> norm -> classifier.
+
+    The head pools by ``config.classifier_pooling`` ("cls" or "mean" over all tokens), so the
+    instance's ``default_pooling`` follows it; the class attribute is the "cls" default.
+    """
+
+    default_pooling = "CLS"
+    supported_tasks = ("classify", "score")
+
+    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
+        pooling = getattr(cfg, "classifier_pooling", "cls")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling={pooling!r} is not supported; expected 'cls' or 'mean'")
+        super().__init__(cfg, sd, dtype, kernels)
+        self.default_pooling = pooling.upper()
+
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) pooled states ([CLS] or mean, per ``classifier_pooling``) -> (B, num_labels) logits."""
-        return self.classifier(self.norm(self.dense(pooled.float())))
+        return self.head(pooled)
+
+
+class ModernBertForTokenClassification(_ModernBertWithHead):
+    """ModernBERT with the same head on every token (NER and other taggers)."""
+
+    default_pooling = "ALL"
+    supported_tasks = ("token_classify",)
+
+    def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, C) token states -> (N, num_labels) logits."""
+        return self.head(hidden)

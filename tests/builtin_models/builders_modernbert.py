@@ -46,7 +46,7 @@ def build_tiny_modernbert(dest: str | Path, *, architecture: str = "ModernBertMo
                           num_layers: int = 4, num_heads: int = 4, intermediate_size: int = 48,
                           local_attention: int = 16, global_attn_every_n_layers: int = 3, seed: int = 0,
                           **config: Any) -> Path:
-    """Save a random-weight ModernBERT (``architecture``: ModernBertModel or ModernBertForSequenceClassification)
+    """Save a random-weight ModernBERT (``architecture``: ModernBertModel, ModernBertFor{Sequence,Token}Classification)
     with safetensors and a BPE tokenizer to ``dest``. ``config`` goes to ModernBertConfig (num_labels,
     classifier_pooling, attention_bias, mlp_bias, norm_bias, classifier_bias, global_rope_theta...)."""
     import torch

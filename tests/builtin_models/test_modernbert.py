@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from poolkit import testing
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.modernbert import (
-    GLOBAL, LOCAL, ModernBertForEmbedding, ModernBertForSequenceClassification, layer_types, rope_theta)
+    GLOBAL, LOCAL, ModernBertForEmbedding, ModernBertForSequenceClassification, ModernBertForTokenClassification,
+    layer_types, rope_theta)
 from poolkit.builtin_poolers.methods import CLSPool, MeanPool
 from poolkit.config import ModelConfig
 from poolkit.weights import load_state_dict
@@ -136,6 +137,45 @@ def test_classifier_head_biases(tmp_path):
         batch = PackedBatch.from_token_lists(ids)
         got = model.classify(MeanPool()(model(batch), batch))
     assert testing.max_abs_diff(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["default", "biases"])
+def test_token_classification_matches_transformers(tmp_path, variant):
+    """Every token through the head: native logits vs ModernBertForTokenClassification, packed vs padded."""
+    path = build_tiny_modernbert(tmp_path, architecture="ModernBertForTokenClassification", seed=11, num_labels=5,
+                                 classifier_activation="gelu", **VARIANTS[variant])
+    ids = _random_ids(path)
+    input_ids, mask = _padded(ids)
+    with torch.no_grad():
+        want = reference_model(path)(input_ids=input_ids, attention_mask=mask).logits
+        model = _native(ModernBertForTokenClassification, path)
+        batch = PackedBatch.from_token_lists(ids)
+        got = model.classify_tokens(model(batch))
+    assert model.default_pooling == "ALL" and model.num_labels == 5
+    assert _max_diff(list(got.split(batch.lengths)), [want[b, : len(s)] for b, s in enumerate(ids)]) <= 1e-5
+    assert float(want.std()) > 1e-2
+
+
+def test_engine_token_classify(tmp_path):
+    """Through the Engine: per-token softmax by default, raw logits with use_activation=False."""
+    from transformers import AutoTokenizer
+
+    from poolkit import Engine, PoolingParams
+
+    path = build_tiny_modernbert(tmp_path, architecture="ModernBertForTokenClassification", seed=12, num_labels=4)
+    texts = ["the quick brown fox", "local attention " * 12, "a"]
+    engine = Engine(str(path))
+    assert engine.architecture == "ModernBertForTokenClassification" and engine.supported_tasks == ("token_classify",)
+    tok, ref = AutoTokenizer.from_pretrained(path), reference_model(path)
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = ref(**enc).logits
+    probs = engine.encode(texts, task="token_classify")
+    raw = engine.encode(texts, task="token_classify", pooling_params=PoolingParams(use_activation=False))
+    for i, (p, r) in enumerate(zip(probs, raw)):
+        want = logits[i][enc["attention_mask"][i].bool()]
+        assert testing.max_abs_diff(r.outputs.data, want) <= 1e-5
+        assert testing.max_abs_diff(p.outputs.data, torch.softmax(want, -1)) <= 1e-5
 
 
 def test_engine_embed_with_bpe_tokenizer(tmp_path):
