@@ -55,6 +55,13 @@ def _reference_hidden(ref, ids):
     return [hidden[b, : len(s)] for b, s in enumerate(ids)]
 
 
+def _reference_logits(path, ids):
+    """transformers' logits for ``ids``, padded into one batch."""
+    input_ids, mask = _padded(ids)
+    with torch.no_grad():
+        return reference_model(path)(input_ids=input_ids, attention_mask=mask).logits
+
+
 def _native(cls, path, kernels="auto", dtype=torch.float32):
     return cls(ModelConfig.load(str(path)).hf_config, load_state_dict(path), dtype, kernels).eval()
 
@@ -130,9 +137,8 @@ def test_classifier_head_biases(tmp_path):
     path = build_tiny_modernbert(tmp_path, architecture="ModernBertForSequenceClassification", num_labels=2,
                                  classifier_pooling="mean", **{k: v for k, v in VARIANTS["biases"].items()})
     ids = _random_ids(path)
-    input_ids, mask = _padded(ids)
+    want = _reference_logits(path, ids)
     with torch.no_grad():
-        want = reference_model(path)(input_ids=input_ids, attention_mask=mask).logits
         model = _native(ModernBertForSequenceClassification, path)
         batch = PackedBatch.from_token_lists(ids)
         got = model.classify(MeanPool()(model(batch), batch))
@@ -145,9 +151,8 @@ def test_token_classification_matches_transformers(tmp_path, variant):
     path = build_tiny_modernbert(tmp_path, architecture="ModernBertForTokenClassification", seed=11, num_labels=5,
                                  classifier_activation="gelu", **VARIANTS[variant])
     ids = _random_ids(path)
-    input_ids, mask = _padded(ids)
+    want = _reference_logits(path, ids)
     with torch.no_grad():
-        want = reference_model(path)(input_ids=input_ids, attention_mask=mask).logits
         model = _native(ModernBertForTokenClassification, path)
         batch = PackedBatch.from_token_lists(ids)
         got = model.classify_tokens(model(batch))
