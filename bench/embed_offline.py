@@ -52,19 +52,18 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import corpus as corpus_mod  # noqa: E402  (bench/corpus.py: stdlib only, cheap to import)
+from machine import environment  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "embed_offline.json"
 MAX_LEN = 256  # all-MiniLM-L6-v2's max_seq_length: every peer truncates here
@@ -320,29 +319,6 @@ def child_main(args: argparse.Namespace) -> None:
 
 # --- report -------------------------------------------------------------------------------------
 
-def environment() -> dict[str, Any]:
-    import sentence_transformers
-    import torch
-    import transformers
-    from importlib.metadata import version
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=HERE, capture_output=True, text=True).stdout)
-    except OSError:
-        commit, dirty = "", False
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "sentence_transformers": sentence_transformers.__version__, "poolkit": version("poolkit"),
-        "poolkit_kernels_env": os.environ.get("POOLKIT_KERNELS", "auto"), "git_commit": commit, "git_dirty": dirty,
-        "loadavg_at_start": os.getloadavg(),  # others' load on a shared machine skews every timing
-    }
-
-
 def _fmt(value: Any, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
@@ -441,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
 
     hf_logging.disable_progress_bar()  # transformers' per-load "Loading weights" bars
     torch.set_num_threads(args.threads)
-    env = environment()
+    env = environment(("transformers", "sentence-transformers"),
+                      poolkit_kernels_env=os.environ.get("POOLKIT_KERNELS", "auto"))
     print(f"{env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']} with {env['torch_threads']} threads; "
           f"poolkit {env['poolkit']} @ {env['git_commit'][:10]}{' (dirty)' if env['git_dirty'] else ''}; "
           f"load average {env['loadavg_at_start'][0]:.2f}", flush=True)

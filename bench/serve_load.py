@@ -72,7 +72,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -80,13 +79,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import corpus as corpus_mod  # noqa: E402  (bench/corpus.py: stdlib only)
+from machine import environment  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: this script never sends a request anywhere else
 DEFAULT_OUT = HERE / "results" / "serve_load.json"
@@ -410,25 +409,6 @@ def agreement(server: Server, engine: Any, texts: list[str]) -> float:
 
 # --- report --------------------------------------------------------------------------------------
 
-def environment() -> dict[str, Any]:
-    import torch
-    from importlib.metadata import version
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=HERE, capture_output=True, text=True).stdout)
-    except OSError:
-        commit, dirty = "", False
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "poolkit": version("poolkit"), "httpx": version("httpx"), "aiohttp": version("aiohttp"), "git_commit": commit, "git_dirty": dirty,
-        "loadavg_at_start": os.getloadavg(),
-    }
-
-
 def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [x for r in rounds for x in r["latencies_ms"]]
     med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
@@ -566,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     from poolkit import Engine
 
-    env = environment()
+    env = environment(("httpx", "aiohttp"))
     env["extra_env"] = args.env
     print(f"{env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}; poolkit {env['poolkit']} @ "
           f"{env['git_commit'][:10]}{' (dirty)' if env['git_dirty'] else ''}; load average "

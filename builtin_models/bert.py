@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolkit.batch import PackedBatch
+from poolkit.config import id2label
 from poolkit.kernels import FastLinear, packed_attention
 from poolkit.weights import strip_prefix, take
 
@@ -123,10 +124,6 @@ class BertForEmbedding(nn.Module):
         return self.bert(batch)
 
 
-def _labels(cfg: Any) -> dict[int, str]:
-    return {int(k): v for k, v in (getattr(cfg, "id2label", None) or {}).items()}
-
-
 class _BertWithClassifier(nn.Module):
     """BERT plus a ``classifier`` linear; subclasses add what sits between (``build_head``) and how it applies."""
 
@@ -137,7 +134,8 @@ class _BertWithClassifier(nn.Module):
         rest = self.bert.leftover
         self.build_head(rest)
         self.classifier = FastLinear(take(rest, "classifier.weight"), take(rest, "classifier.bias"))
-        self.num_labels, self.id2label = self.classifier.out_features, _labels(cfg)
+        self.num_labels = self.classifier.out_features
+        self.id2label = id2label(cfg, self.num_labels)
         del self.bert.leftover
 
     def build_head(self, rest: dict[str, torch.Tensor]) -> None:

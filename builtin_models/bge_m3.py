@@ -14,14 +14,13 @@ vllm/model_executor/models/roberta.py. Selected with
 The two heads are not in ``model.safetensors``: FlagEmbedding saves them next to it as
 ``sparse_linear.pt`` and ``colbert_linear.pt``, each a torch state dict ``{"weight", "bias"}``. The
 class names them in ``extra_weight_files``; whoever builds it (the Engine) loads each file with
-:func:`load_extra_weight_files` into the state dict under ``<file stem>.<key>``
+:func:`poolkit.weights.load_extra_weight_files` into the state dict under ``<file stem>.<key>``
 (``sparse_linear.weight``...). The class itself only reads state-dict keys, so it is built the same
 way as every other model class, from ``(hf_config, state_dict)``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,20 +28,6 @@ import torch
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.roberta import RobertaForEmbedding
 from poolkit.kernels import FastLinear
-
-
-def load_extra_weight_files(model_dir: str | Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Tensors of the torch state-dict files ``names`` in ``model_dir``, keyed ``<file stem>.<key>``.
-
-    A missing file is skipped: the model class then raises a ``KeyError`` naming the key it lacks.
-    """
-    state: dict[str, torch.Tensor] = {}
-    for name in names:
-        path = Path(model_dir) / name
-        if path.is_file():
-            part = torch.load(path, map_location="cpu", weights_only=True)
-            state.update({f"{path.stem}.{key}": value for key, value in part.items()})
-    return state
 
 
 def _take_head(sd: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolkit.batch import PackedBatch
+from poolkit.config import id2label
 from poolkit.kernels import FastLinear, packed_attention
 from poolkit.weights import strip_prefix, take
 
@@ -281,11 +282,6 @@ class Decoder(nn.Module):
 # --- served models ------------------------------------------------------------------------------
 
 
-def _labels(cfg: Any, num_labels: int) -> dict[int, str]:
-    labels = {int(k): v for k, v in (getattr(cfg, "id2label", None) or {}).items()}
-    return labels if len(labels) == num_labels else {i: f"LABEL_{i}" for i in range(num_labels)}
-
-
 class _DecoderModel(nn.Module):
     """Shared constructor: the decoder of ``family`` plus whatever heads a subclass takes."""
 
@@ -344,7 +340,7 @@ class _ForSequenceClassification(_DecoderModel):
         tokens = _classifier_tokens(self.config)
         if tokens is None:
             weight = take(rest, "score.weight")  # (num_labels, C)
-            self.num_labels, self.id2label = weight.shape[0], _labels(self.config, weight.shape[0])
+            self.num_labels, self.id2label = weight.shape[0], id2label(self.config, weight.shape[0])
         else:
             ids = getattr(self.config, "classifier_from_token_ids", None)
             if ids is None or len(ids) != len(tokens):
@@ -451,7 +447,8 @@ class Qwen2ForRewardModel(_DecoderModel):
     def build_heads(self, rest, dtype, kernels):
         self.score_in = FastLinear(take(rest, "score.0.weight"), take(rest, "score.0.bias"), "relu")
         self.score_out = FastLinear(take(rest, "score.2.weight"), take(rest, "score.2.bias"))
-        self.num_labels, self.id2label = self.score_out.out_features, _labels(self.config, self.score_out.out_features)
+        self.num_labels = self.score_out.out_features
+        self.id2label = id2label(self.config, self.num_labels)
         rest.pop("lm_head.weight", None)
 
     def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:

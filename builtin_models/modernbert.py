@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolkit.batch import PackedBatch
+from poolkit.config import id2label
 from poolkit.builtin_models.bert import _ACT, LayerNorm
 from poolkit.kernels import AttentionPlan, FastLinear, packed_attention
 from poolkit.weights import strip_prefix, take
@@ -52,10 +53,6 @@ def rope_theta(cfg: Any, kind: str) -> float:
     if kind == GLOBAL:
         return float(global_theta)
     return float(getattr(cfg, "local_rope_theta", None) or global_theta)  # 4.x: None means the global one
-
-
-def _labels(cfg: Any) -> dict[int, str]:
-    return {int(k): v for k, v in (getattr(cfg, "id2label", None) or {}).items()}
 
 
 def _maybe(sd: dict[str, torch.Tensor], key: str, present: bool) -> torch.Tensor | None:
@@ -215,21 +212,13 @@ class ModernBertModel(nn.Module):
         return self.final_norm(x)
 
 
-class ModernBertForEmbedding(nn.Module):
-    """ModernBertModel served for ``embed`` (pooled) and ``token_embed`` (every token)."""
-
-    default_pooling = "CLS"  # vLLM's default for ModernBertModel; a Sentence Transformers config overrides it
-    supported_tasks = ("embed", "token_embed")
+class _ModernBert(nn.Module):
+    """The encoder every ModernBERT architecture starts from; ``forward`` is its last hidden state."""
 
     def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
         super().__init__()
         self.config = cfg
         self.model = ModernBertModel(cfg, sd, dtype, kernels)
-        # an MLM head (ModernBertForMaskedLM's head./decoder.) is not used for embeddings
-        unknown = [k for k in self.model.leftover if not k.startswith(("head.", "decoder."))]
-        if unknown:
-            raise KeyError(f"Unexpected tensors in a ModernBertModel checkpoint: {unknown[:8]}")
-        del self.model.leftover
 
     @property
     def hidden_size(self) -> int:
@@ -239,13 +228,26 @@ class ModernBertForEmbedding(nn.Module):
         return self.model(batch)
 
 
-class _ModernBertWithHead(nn.Module):
+class ModernBertForEmbedding(_ModernBert):
+    """ModernBertModel served for ``embed`` (pooled) and ``token_embed`` (every token)."""
+
+    default_pooling = "CLS"  # vLLM's default for ModernBertModel; a Sentence Transformers config overrides it
+    supported_tasks = ("embed", "token_embed")
+
+    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
+        super().__init__(cfg, sd, dtype, kernels)
+        # an MLM head (ModernBertForMaskedLM's head./decoder.) is not used for embeddings
+        unknown = [k for k in self.model.leftover if not k.startswith(("head.", "decoder."))]
+        if unknown:
+            raise KeyError(f"Unexpected tensors in a ModernBertModel checkpoint: {unknown[:8]}")
+        del self.model.leftover
+
+
+class _ModernBertWithHead(_ModernBert):
     """ModernBERT plus its prediction head (dense -> act -> norm) and a ``classifier`` linear."""
 
     def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
-        super().__init__()
-        self.config = cfg
-        self.model = ModernBertModel(cfg, sd, dtype, kernels)
+        super().__init__(cfg, sd, dtype, kernels)
         rest = self.model.leftover
         act = _ACT.get(cfg.classifier_activation)
         if act is None:
@@ -257,15 +259,9 @@ class _ModernBertWithHead(nn.Module):
         self.classifier = FastLinear(take(rest, "classifier.weight"), take(rest, "classifier.bias"))
         if rest:
             raise KeyError(f"Unexpected tensors in a {type(self).__name__} checkpoint: {list(rest)[:8]}")
-        self.num_labels, self.id2label = self.classifier.out_features, _labels(cfg)
+        self.num_labels = self.classifier.out_features
+        self.id2label = id2label(cfg, self.num_labels)
         del self.model.leftover
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        return self.model(batch)
 
     def head(self, states: torch.Tensor) -> torch.Tensor:
         """(N, C) states -> (N, num_labels) logits."""

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from poolkit.batch import PackedBatch
+from poolkit.config import id2label
 from poolkit.builtin_models.bert import BertEmbeddings, BertModel
 from poolkit.kernels import FastLinear
-from poolkit.weights import strip_prefix, take
+from poolkit.weights import take
 
 # tensors a RoBERTa checkpoint may carry that no pooling task reads: the MLM head, the tanh pooler
 _UNUSED = ("pooler.", "lm_head.", "embeddings.position_ids", "embeddings.token_type_ids")
@@ -125,9 +126,7 @@ class RobertaForSequenceClassification(nn.Module):
         del self.roberta.leftover
         self.max_model_len = self.roberta.embeddings.max_length
         self.num_labels: int = self.classifier.out_proj.out_features
-        id2label = getattr(cfg, "id2label", None) or {}
-        self.id2label: dict[int, str] = {i: str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}")))
-                                         for i in range(self.num_labels)}
+        self.id2label = id2label(cfg, self.num_labels)
 
     @property
     def hidden_size(self) -> int:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from poolkit.batch import PackedBatch
+from poolkit.config import id2label
 from poolkit.convert import default_convert
 
 
@@ -58,9 +59,10 @@ class TransformersFallback(nn.Module):
         missing = [k for k in missing if not k.endswith(("position_ids", "lm_head.weight"))]
         if missing:
             raise KeyError(f"Checkpoint is missing tensors for {self.arch}: {missing[:8]}")
-        self.hf.to(torch.float32 if dtype == torch.float32 else dtype)
+        device = next(iter(sd.values())).device if sd else torch.device("cpu")
+        self.hf.to(device=device, dtype=dtype)  # the Engine hands over tensors on the target device
         self.num_labels = getattr(cfg, "num_labels", 0)
-        self.id2label = {int(k): v for k, v in (getattr(cfg, "id2label", None) or {}).items()}
+        self.id2label = id2label(cfg, self.num_labels)
         self.default_pooling = self.default_pooling_for(cfg)
         self._logits: torch.Tensor | None = None
 
@@ -87,6 +89,6 @@ class TransformersFallback(nn.Module):
         return self._logits
 
     def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
-        assert self._logits is not None
-        out, self._logits = self._logits[: hidden.shape[0]], self._logits[hidden.shape[0]:]
-        return out
+        """The per-token logits transformers' own head computed in the last forward, (N, num_labels)."""
+        assert self._logits is not None and self._logits.shape[0] == hidden.shape[0]
+        return self._logits

@@ -161,8 +161,8 @@ class TokenClassifyTask(TaskAdapter):
 
     def pool(self, hidden, batch, params):
         out = []
-        for tokens, p in zip(self.method(hidden, batch), params):
-            logits = self.ctx.model.classify_tokens(tokens)
+        # the head once over every token of the batch, then ALL/STEP picks each sequence's rows
+        for logits, p in zip(self.method(self.ctx.model.classify_tokens(hidden), batch), params):
             if self.columns is not None:
                 logits = logits[:, self.columns]
             out.append(_activate(logits, self.default_activation if p.use_activation is None else p.use_activation))

@@ -187,3 +187,9 @@ def _hf_config(path: Path, raw: dict[str, Any], trust_remote_code: bool) -> Any:
             return AutoConfig.from_pretrained(path, trust_remote_code=True, **raw)
         config_cls = PretrainedConfig  # a plugin's own model type: keep every field as given
     return config_cls.from_dict(raw)
+
+
+def id2label(hf_config: Any, num_labels: int) -> dict[int, str]:
+    """Class names for a head of ``num_labels`` outputs: config.json's ``id2label``, ``LABEL_i`` where it has none."""
+    named = {int(k): str(v) for k, v in (getattr(hf_config, "id2label", None) or {}).items()}
+    return {i: named.get(i, f"LABEL_{i}") for i in range(num_labels)}

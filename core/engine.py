@@ -23,7 +23,7 @@ from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import UnknownArchitectureError, UnknownTaskError, get_host
 from poolkit.tasks import TaskAdapter, TaskContext
-from poolkit.weights import load_state_dict
+from poolkit.weights import load_extra_weight_files, load_state_dict
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -180,10 +180,8 @@ class Engine:
 
     def _build_model(self, model_cls: type, kernels: str) -> Any:
         """The model class built from the checkpoint's tensors, on the target device."""
-        state = load_state_dict(self.model_config.path)
-        for name in getattr(model_cls, "extra_weight_files", ()):  # e.g. BGE-M3's sparse_linear.pt
-            extra = torch.load(self.model_config.path / name, map_location="cpu", weights_only=True)
-            state.update({f"{name.rsplit('.', 1)[0]}.{k}": v for k, v in extra.items()})
+        state = load_state_dict(self.model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
+        state.update(load_extra_weight_files(self.model_config.path, getattr(model_cls, "extra_weight_files", ())))
         state = {k: v.to(self.device) for k, v in state.items()}
         with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
             model = model_cls(self.model_config.hf_config, state, self.dtype, kernels).eval()

@@ -43,3 +43,17 @@ def strip_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> d
         if any(k.startswith(prefix) for k in state):
             return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
     return state
+
+
+def load_extra_weight_files(model_dir: str | Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Tensors of the torch state-dict files ``names`` in ``model_dir``, keyed ``<file stem>.<key>``.
+
+    A missing file is skipped: the model class then raises a ``KeyError`` naming the key it lacks.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for name in names:
+        path = Path(model_dir) / name
+        if path.is_file():
+            part = torch.load(path, map_location="cpu", weights_only=True)
+            state.update({f"{path.stem}.{key}": value for key, value in part.items()})
+    return state

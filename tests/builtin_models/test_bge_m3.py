@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from poolkit import testing
 from poolkit.batch import PackedBatch
-from poolkit.builtin_models.bge_m3 import BgeM3EmbeddingModel, load_extra_weight_files
+from poolkit.builtin_models.bge_m3 import BgeM3EmbeddingModel
+from poolkit.weights import load_extra_weight_files
 from poolkit.config import ModelConfig
 from poolkit.weights import load_state_dict
 from tests.builtin_models.builders_roberta import PAD, build_tiny_bge_m3
