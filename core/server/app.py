@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -108,28 +107,12 @@ class Guard:
             self.state.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
-class GracefulServer(uvicorn.Server):
-    """SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0 (plain uvicorn re-raises the signal)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        if threading.current_thread() is not threading.main_thread():  # the caller routes signals here
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 def serve(app: FastAPI, engine_loop: EngineLoop, config: uvicorn.Config) -> int:
     """Run HTTP on a thread and ``engine_loop`` on this (the main) thread until SIGTERM/SIGINT drains both.
 
     :returns: the exit status: 0 after a clean shutdown, 1 if the server never started (e.g. port in use).
     """
-    server = GracefulServer(config)
+    server = uvicorn.Server(config)  # on a thread: it leaves signals alone; they are routed to it here
     http = threading.Thread(target=server.run, name="poolkit-http")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, server.handle_exit)

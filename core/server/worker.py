@@ -151,6 +151,8 @@ class ModelWorker:
         self._running = True
         self._busy = False
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize")
+        if metrics:
+            metrics.queue_depth.set_function(lambda: len(self._queue))  # read at scrape time
         with self._cv:
             engine_loop.workers.append(self)
 
@@ -207,6 +209,8 @@ class ModelWorker:
         if not tokens:
             return prepared, False
         n_tokens = sum(len(t.ids) for t in tokens)
+        if n_tokens > self.max_queue_tokens:  # could never be admitted: not a retry-later 429
+            raise APIError(413, f"This request has {n_tokens} tokens, more than max_queue_tokens={self.max_queue_tokens}")
         request = _Request(future, len(tokens))
         with self._cv:
             if not self._running:
@@ -219,8 +223,6 @@ class ModelWorker:
                                for i, (a, t, p) in enumerate(zip(adapters, tokens, params)))
             self._queued_tokens += n_tokens
             self._cv.notify_all()
-        if self.metrics:
-            self.metrics.queue_depth.set(len(self._queue))
         return prepared, True
 
     def _prepare_job(self, job: _Job) -> None:
@@ -232,10 +234,6 @@ class ModelWorker:
             return
         if not queued:
             _post(job.future, [], None)
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
 
     def close(self, timeout: float = 30) -> None:
         """Stop admitting prompts and wait (up to ``timeout``) for the engine loop to finish the queued ones."""
@@ -255,6 +253,9 @@ class ModelWorker:
         rest: deque[_Item] = deque()
         while self._queue:
             item = self._queue.popleft()
+            if (len(batch) + 1) * longest > self.max_batch_tokens:  # no later item can fit either
+                self._queue.appendleft(item)
+                break
             n = len(item.tokens.ids)
             if item.adapter is head.adapter and (len(batch) + 1) * max(longest, n) <= self.max_batch_tokens:
                 batch.append(item)
@@ -276,7 +277,6 @@ class ModelWorker:
         if self.metrics:
             self.metrics.batch_tokens.observe(sum(len(i.tokens.ids) for i in batch))
             self.metrics.batch_seconds.observe(time.perf_counter() - start)
-            self.metrics.queue_depth.set(len(self._queue))
         for item, result, exc in outcome:
             item.request.settle(item.index, result, exc)
 

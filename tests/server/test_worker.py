@@ -137,3 +137,16 @@ def test_a_client_whose_event_loop_is_gone_does_not_stop_the_engine_loop(loop_an
         return await asyncio.wait_for(run(worker, engine, ["abcdef"]), 10)
 
     assert asyncio.run(next_request())[1] == [6]
+
+
+def test_a_request_larger_than_the_whole_queue_is_413_not_429(loop_and_worker):
+    engine = FakeEngine()
+    _, worker = loop_and_worker(engine, max_queue_tokens=10)
+
+    async def scenario():
+        with pytest.raises(APIError) as too_big:
+            await run(worker, engine, ["x" * 11])
+        return too_big.value.status, await run(worker, engine, ["x" * 10])
+
+    status, fits = asyncio.run(scenario())
+    assert status == 413 and fits[1] == [10]

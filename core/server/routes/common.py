@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from poolkit.inputs import normalize_prompts
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import Usage
 from poolkit.server.state import ServedModel, ServerState
@@ -14,15 +15,6 @@ from poolkit.server.state import ServedModel, ServerState
 
 def get_state(request: Request) -> ServerState:
     return request.app.state.poolkit
-
-
-def count_inputs(value: Any) -> int:
-    """How many prompts an ``input`` holds: a string or one token-id list is one."""
-    if isinstance(value, str):
-        return 1
-    if isinstance(value, list) and value and all(isinstance(t, int) for t in value):
-        return 1
-    return len(value) if isinstance(value, list) else 1
 
 
 def encode_vector(tensor: Any, encoding_format: str) -> list[float] | str:
@@ -36,7 +28,7 @@ async def run_prompts(state: ServerState, model: str | None, prompts: Any, task:
                       params: Any, **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
     """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts."""
     served = state.model(model)
-    state.check_batch_size(count_inputs(prompts))
+    state.check_batch_size(len(normalize_prompts(prompts)))
     (_, tokens, _), pooled = await served.worker.run(lambda: served.engine.prepare(prompts, task, params, **kwargs))
     return served, tokens, pooled
 

@@ -13,7 +13,7 @@ from poolkit.server.routes.common import encode_vector, get_state, run_prompts, 
 router = APIRouter(tags=["pooling"])
 
 
-async def run_plugin(served: Any, data: Any) -> dict[str, Any]:
+async def run_plugin(state: Any, served: Any, data: Any) -> dict[str, Any]:
     """The ``plugin`` task: the IO processor parses and pre-processes on the tokenizer thread, its
     prompts are batched with everyone's by the engine loop, and it post-processes on the tokenizer thread.
 
@@ -25,6 +25,7 @@ async def run_plugin(served: Any, data: Any) -> dict[str, Any]:
 
         raise not_configured_error(served.engine)
     raws = list(data) if isinstance(data, (list, tuple)) else [data]
+    state.check_batch_size(len(raws))
     # direct=False: the plugin's own code runs on the tokenizer thread, never on the shared engine loop
     requests, pooled = await served.worker.run(lambda: [runner.prepare(raw, None, i) for i, raw in enumerate(raws)],
                                                runner.flatten, direct=False)
@@ -35,7 +36,7 @@ async def run_plugin(served: Any, data: Any) -> dict[str, Any]:
 async def pooling(body: PoolingRequest, request: Request):
     state = get_state(request)
     if body.task == "plugin":
-        return await run_plugin(state.model(body.model), body.data if body.data is not None else body.input)
+        return await run_plugin(state, state.model(body.model), body.data if body.data is not None else body.input)
     if body.input is None:
         raise APIError(400, "input is required (data is only for task 'plugin')", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
