@@ -125,6 +125,8 @@ def test_architecture_is_registered(fresh_host):
 @pytest.mark.parametrize("task", ["embed", "token_embed", "token_classify"])
 def test_engine_outputs_match_reference(tmp_path, task):
     """End to end through the Engine: extra_weight_files loaded, task adapters applied."""
+    from transformers import AutoTokenizer
+
     from poolkit.engine import Engine
 
     path = build_tiny_bge_m3(tmp_path, colbert_dim=16)
@@ -133,6 +135,8 @@ def test_engine_outputs_match_reference(tmp_path, task):
     texts = [engine.tokenizer.decode(s[1:-1]) for s in ids]
     outs = engine.encode(texts, task)
     ids = [o.prompt_token_ids for o in outs]
+    # the reference's inputs come from the HF tokenizer, not from the Engine under test
+    assert ids == [AutoTokenizer.from_pretrained(path)(t)["input_ids"] for t in texts]
     dense, sparse, colbert = _reference(path, ids)
     want = {"embed": list(dense), "token_embed": colbert, "token_classify": sparse}[task]
     for w, o in zip(want, outs):

@@ -319,6 +319,13 @@ def test_qwen3_reranker_score_with_only_the_config_override(tmp_path):
     ranked = engine.rerank(PAIRS[0][0], [d for _, d in PAIRS])
     assert sorted(r.relevance_score for r in ranked) == sorted(engine.score(PAIRS[0][0], [d for _, d in PAIRS])[i]
                                                                .outputs.score for i in range(len(PAIRS)))
+    with torch.no_grad():  # the first query against every document, by transformers: rerank's order and scores
+        first = [hf(input_ids=torch.tensor([tokenizer(format_qwen3_reranker_pair(PAIRS[0][0], d),
+                                                      add_special_tokens=False)["input_ids"]])).logits[0, -1]
+                 for _, d in PAIRS]
+    want_first = [float(torch.softmax(torch.stack([r[no_id], r[yes_id]]), 0)[1]) for r in first]
+    assert [r.index for r in ranked] == sorted(range(len(PAIRS)), key=lambda i: -want_first[i])
+    assert max(abs(r.relevance_score - want_first[r.index]) for r in ranked) <= TOL
 
 
 def _reward_checkpoint(path, architecture: str, num_labels: int, seed: int):

@@ -25,7 +25,6 @@ def _bert(path):
 
 @pytest.fixture(scope="module")
 def bge_m3_dir(tmp_path_factory):
-    pytest.importorskip("poolkit.builtin_models.bge_m3")
     from tests.builtin_models.builders_roberta import build_tiny_bge_m3
 
     return build_tiny_bge_m3(tmp_path_factory.mktemp("bge_m3"), colbert_dim=16)
