@@ -89,12 +89,16 @@ def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
     return batches
 
 
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so peak RSS is the model's."""
+def release_freed_memory(collect: bool = True) -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS stays the model's.
+
+    ``collect`` runs the garbage collector first (after a model build); a streaming job trims only.
+    """
     import ctypes
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
@@ -186,7 +190,7 @@ class Engine:
         with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
             model = model_cls(self.model_config.hf_config, state, self.dtype, kernels).eval()
         del state
-        _release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
+        release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
         return model
 
     def _architecture(self) -> tuple[str, type]:
@@ -283,7 +287,12 @@ class Engine:
 
     def _run(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
-        """Forward pass and pooling for tokenized requests, batched by token budget, in input order."""
+        """Forward pass and pooling for tokenized requests, as outputs in input order."""
+        return self.to_outputs(adapter, tokens, self._pool(adapter, tokens, params, use_tqdm))
+
+    def _pool(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
+              use_tqdm: bool = False) -> list[torch.Tensor]:
+        """The pooled tensors of tokenized requests, batched by token budget, in input order."""
         results: list[torch.Tensor | None] = [None] * len(tokens)
         batches = make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
         if use_tqdm and len(batches) > 1:
@@ -294,7 +303,7 @@ class Engine:
             pooled = self.run_batch(adapter, [tokens[i] for i in idx], [params[i] for i in idx])
             for i, value in zip(idx, pooled):
                 results[i] = value
-        return self.to_outputs(adapter, tokens, results)
+        return results
 
     @staticmethod
     def to_outputs(adapter: TaskAdapter, tokens: list[Any], pooled: list[torch.Tensor]) -> list[PoolingRequestOutput]:
@@ -336,7 +345,7 @@ class Engine:
               use_tqdm: bool = False) -> list[PoolingRequestOutput]:
         """Relevance of each (text_1, text_2) pair (``.outputs.score``), for 1:1, 1:N and N:N inputs."""
         plan = self.prepare_score(text_1, text_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens)
-        pooled = [o.outputs.data for o in self._run(plan.adapter, plan.tokens, plan.params, use_tqdm)]
+        pooled = self._pool(plan.adapter, plan.tokens, plan.params, use_tqdm)
         return [PoolingRequestOutput(str(next(_request_ids)), ids, ScoringOutput(value))
                 for ids, value in zip(plan.pair_token_ids(), plan.finish(pooled))]
 

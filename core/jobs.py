@@ -648,7 +648,7 @@ def embed_file(engine: Any, source: str | list[str], output: str | None = None, 
 
 def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
     """Stream ``job.source`` through ``engine`` into ``job.output``, resuming an interrupted run of it."""
-    from poolkit.engine import make_batches
+    from poolkit.engine import make_batches, release_freed_memory
     from poolkit.params import PoolingParams
 
     log = log or sys.stderr
@@ -726,7 +726,7 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
                 bar.set_postfix(batches=batches, refresh=False)
                 bar.update(len(chunk))
             del chunk, good, tokens, values
-            _trim_heap()
+            release_freed_memory(collect=False)  # the chunk's heap back to the OS: RSS stays flat
         if not any_record:
             if state is not None:
                 state.remove()
@@ -740,16 +740,6 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
             bar.close()
         if state is not None:
             state.close()
-
-
-def _trim_heap() -> None:
-    """Give the chunk's freed heap back to the OS (glibc keeps it otherwise), so RSS stays flat chunk after chunk."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _progress(job: EmbedJob, reader: Reader, manifest: dict[str, Any]) -> Any:
