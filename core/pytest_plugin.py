@@ -34,11 +34,13 @@ def tiny_bert_path(tmp_path_factory):
 
 @pytest.fixture
 def tiny_engine(tiny_bert_path, tmp_path):
-    """``tiny_engine(**engine_kwargs)``; ``hf_overrides`` and Engine arguments apply to a private copy."""
+    """``tiny_engine(model_kwargs=None, **engine_kwargs)``: an Engine on a private copy of the tiny BERT,
+    or on a tiny BERT built with ``model_kwargs`` (see :func:`poolkit.testing.tiny_engine`)."""
 
-    def make(**engine_kwargs):
+    def make(model_kwargs=None, **engine_kwargs):
         dest = tmp_path / f"model_{len(list(tmp_path.iterdir()))}"
-        shutil.copytree(tiny_bert_path, dest)
-        return testing.tiny_engine(dest, **engine_kwargs)
+        if not model_kwargs:  # the session's checkpoint is the one asked for: copy, don't rebuild
+            shutil.copytree(tiny_bert_path, dest)
+        return testing.tiny_engine(dest, model_kwargs=model_kwargs, **engine_kwargs)
 
     return make
