@@ -86,6 +86,8 @@ class Guard:
             state.metrics.requests.labels("other", "401").inc()
             return await response(scope, receive, send)
         size = headers.get(b"content-length", b"")
+        if not size and b"chunked" in headers.get(b"transfer-encoding", b""):  # no length up front: count it
+            size, receive = await _read_chunked(receive, state.limits.max_body_bytes)
         if size.isdigit() and int(size) > state.limits.max_body_bytes:
             response = errors.error_response(413, f"Request body of {int(size)} bytes is larger than "
                                                   f"max_body_bytes={state.limits.max_body_bytes}")
@@ -105,6 +107,27 @@ class Guard:
             route = getattr(scope.get("route"), "path", "other")  # label by route template, never by raw path
             self.state.metrics.requests.labels(route, str(fixed or status[0])).inc()
             self.state.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+async def _read_chunked(receive: Callable, limit: int) -> tuple[bytes, Callable]:
+    """Read a chunked body up to ``limit`` + 1 bytes: (its size so far, as digits; a ``receive`` that replays it)."""
+    body, more = b"", True
+    while more and len(body) <= limit:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: let the app see that
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    replayed = False
+
+    async def replay() -> dict:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return str(len(body)).encode(), replay
 
 
 def serve(app: FastAPI, engine_loop: EngineLoop, config: uvicorn.Config) -> int:

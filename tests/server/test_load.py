@@ -128,6 +128,13 @@ def test_payload_too_large(engines):
     try:
         r = httpx.post(live.url + "/v1/embeddings", json={"input": "x" * 5000})
         assert r.status_code == 413 and "max_body_bytes" in r.json()["message"]
+        # no Content-Length (Transfer-Encoding: chunked): counted as it arrives
+        chunks = (b'{"input": "' + b"x" * 400, b"x" * 400, b"x" * 400 + b'"}')
+        r = httpx.post(live.url + "/v1/embeddings", content=iter(chunks), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "max_body_bytes" in r.json()["message"]
+        small = (b'{"input": ', b'"hello"}')
+        r = httpx.post(live.url + "/v1/embeddings", content=iter(small), headers={"content-type": "application/json"})
+        assert r.status_code == 200 and len(r.json()["data"]) == 1
     finally:
         live.stop()
 
