@@ -307,6 +307,13 @@ class _DecoderModel(nn.Module):
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
+    @property
+    def max_model_len(self) -> int | None:
+        """The sliding window, when there are sliding layers: the native decoder runs only within it, so
+        longer inputs are truncated or refused when the request is admitted, never inside a shared batch."""
+        window = self.model.sliding_window
+        return min(window, getattr(self.config, "max_position_embeddings", window)) if window else None
+
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         return self.model(batch)
 

@@ -7,6 +7,7 @@ import torch
 
 from poolkit.builtin_poolers.activations import normalize
 from poolkit.builtin_poolers.heads import DenseStack, matryoshka_truncate
+from poolkit.errors import InvalidRequestError
 from poolkit.outputs import (
     ClassificationOutput,
     EmbeddingOutput,
@@ -18,11 +19,18 @@ from poolkit.params import PoolingParams
 from poolkit.tasks import TaskAdapter, TaskContext
 
 
-def _matryoshka_error(ctx: TaskContext) -> ValueError:
-    return ValueError(
+def _matryoshka_error(ctx: TaskContext) -> InvalidRequestError:
+    return InvalidRequestError(
         f'Model "{ctx.model_config.served_name}" does not support matryoshka representation, '
-        f"changing output dimensions will lead to poor results."
+        f"changing output dimensions will lead to poor results.", "dimensions"
     )
+
+
+def _output_width(ctx: TaskContext, dense: list) -> int | None:
+    """Width of the pooled embedding: the last ST Dense layer's, else the model's hidden size (None: unknown)."""
+    if dense:
+        return dense[-1].out_features
+    return getattr(ctx.model, "hidden_size", None) or getattr(ctx.model_config.hf_config, "hidden_size", None)
 
 
 class EmbedTask(TaskAdapter):
@@ -39,6 +47,7 @@ class EmbedTask(TaskAdapter):
                              f"(it supports {sorted(self.method.supported_tasks)})")
         st = ctx.model_config.st
         self.dense = DenseStack(st.dense if st else [])
+        self.width = _output_width(ctx, st.dense if st else [])
         self.default_dims, self.default_normalize = cfg.dimensions, cfg.normalize is not False
         self.check(PoolingParams(dimensions=cfg.dimensions))  # a configured default obeys the same rules
 
@@ -49,7 +58,10 @@ class EmbedTask(TaskAdapter):
         if not supported:
             raise _matryoshka_error(self.ctx)
         if allowed is not None and params.dimensions not in allowed:
-            raise ValueError(f"dimensions={params.dimensions} is not one of this model's matryoshka_dimensions {allowed}")
+            raise InvalidRequestError(f"dimensions={params.dimensions} is not one of this model's "
+                                      f"matryoshka_dimensions {allowed}", "dimensions")
+        if self.width is not None and params.dimensions > self.width:
+            raise _too_wide(params.dimensions, self.width)
 
     def pool(self, hidden, batch, params):
         x = self.dense(self.method(hidden, batch))  # (B, C')
@@ -57,14 +69,18 @@ class EmbedTask(TaskAdapter):
                   for p in params]
         out: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
         for dims, do_norm in set(wanted):  # usually one group: the whole batch in one op
-            if dims is not None and dims > x.shape[-1]:
-                raise ValueError(f"dimensions={dims} is larger than the model's {x.shape[-1]} output dimensions")
+            if dims is not None and dims > x.shape[-1]:  # normally refused by check(), before batching
+                raise _too_wide(dims, x.shape[-1])
             rows = [i for i, w in enumerate(wanted) if w == (dims, do_norm)]
             y = matryoshka_truncate(x[rows], dims)
             y = normalize(y) if do_norm else y
             for i, row in zip(rows, y):
                 out[i] = row
         return out
+
+
+def _too_wide(dims: int, width: int) -> InvalidRequestError:
+    return InvalidRequestError(f"dimensions={dims} is larger than the model's {width} output dimensions", "dimensions")
 
 
 class TokenEmbedTask(TaskAdapter):
@@ -79,7 +95,7 @@ class TokenEmbedTask(TaskAdapter):
 
     def check(self, params: PoolingParams) -> None:
         if params.dimensions is not None:
-            raise ValueError("dimensions is not supported for token_embed")
+            raise InvalidRequestError("dimensions is not supported for token_embed", "dimensions")
 
     def pool(self, hidden, batch, params):
         out = []
@@ -115,7 +131,7 @@ class ClassifyTask(TaskAdapter):
 
     def check(self, params: PoolingParams) -> None:
         if params.dimensions is not None or params.normalize is not None:
-            raise ValueError(f"dimensions and normalize apply to embeddings, not to {self.name}")
+            raise InvalidRequestError(f"dimensions and normalize apply to embeddings, not to {self.name}")
 
     def pool(self, hidden, batch, params):
         logits = self.ctx.model.classify(self.method(hidden, batch))  # (B, num_labels)
@@ -129,11 +145,11 @@ class ScoreTask(ClassifyTask):
 
     name, output_cls = "score", ScoringOutput
 
-    def __init__(self, ctx: TaskContext) -> None:
-        super().__init__(ctx)
-        if ctx.model.num_labels != 1:
-            raise ValueError(f"A cross-encoder score needs a classifier with 1 label; this model has "
-                             f"{ctx.model.num_labels}. Use classify instead.")
+    def check(self, params: PoolingParams) -> None:
+        super().check(params)
+        if self.ctx.model.num_labels != 1:  # the model's heads serve classify; only score is refused
+            raise InvalidRequestError(f"A cross-encoder score needs a classifier with 1 label; this model has "
+                                      f"{self.ctx.model.num_labels}. Use classify instead.")
 
 
 class TokenClassifyTask(TaskAdapter):
@@ -157,7 +173,7 @@ class TokenClassifyTask(TaskAdapter):
 
     def check(self, params: PoolingParams) -> None:
         if params.dimensions is not None or params.normalize is not None:
-            raise ValueError("dimensions and normalize apply to embeddings, not to token_classify")
+            raise InvalidRequestError("dimensions and normalize apply to embeddings, not to token_classify")
 
     def pool(self, hidden, batch, params):
         out = []

@@ -9,6 +9,8 @@ what else shares its batch.
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,17 +19,19 @@ import torch
 from poolkit.batch import PackedBatch
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.convert import served_tasks
+from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
 from poolkit.inputs import InputProcessor, normalize_prompts
 from poolkit.kernels import bound_kernel_caches
 from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
-from poolkit.registry import UnknownArchitectureError, UnknownTaskError, get_host
+from poolkit.registry import UnknownArchitectureError, get_host
 from poolkit.tasks import TaskAdapter, TaskContext
 from poolkit.weights import load_extra_weight_files, load_state_dict
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 _request_ids = itertools.count()
+logger = logging.getLogger("poolkit.engine")
 
 
 @dataclass
@@ -117,7 +121,13 @@ class Engine:
     :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, ``"bfloat16"`` (bf16
         matmuls and attention, fp32 residual stream and LayerNorm) or ``"float16"`` (GPU only).
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    :param max_model_len: cap on tokens per input (default: the model's position limit).
+    :param max_model_len: the one limit on tokens per input (default: the Sentence Transformers
+        ``max_seq_length`` when the model has one, else the model's position limit; never above the
+        position limit). ``max_model_len`` on the Engine is the limit actually applied.
+    :param auto_truncate: inputs longer than ``max_model_len`` are truncated (True) or rejected with
+        :class:`poolkit.errors.InputTooLongError` (False). Default (None): truncated when the model has a
+        Sentence Transformers ``max_seq_length`` (what ``SentenceTransformer.encode`` does and model cards
+        promise), rejected otherwise (vLLM's behaviour). A request's ``truncate_prompt_tokens`` always truncates.
     :param max_batch_tokens: token budget of one forward pass.
     :param kernels: ``"auto"`` (oneDNN prepacked linears on CPU when they pass a probe) or ``"torch"``.
     :param io_processor_plugin: the IO processor of the ``plugin`` task (docs/plugins.md); default:
@@ -131,11 +141,12 @@ class Engine:
                  dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
                  max_batch_tokens: int = 2048, trust_remote_code: bool = False, revision: str | None = None,
                  kernels: str = "auto", io_processor_plugin: str | None = None,
-                 served_model_name: str | None = None) -> None:
+                 served_model_name: str | None = None, auto_truncate: bool | None = None) -> None:
         if runner not in ("auto", "pooling"):
             raise ValueError(f"runner={runner!r}: poolkit runs pooling models only; use 'auto' or 'pooling'")
         if max_batch_tokens < 1:
             raise ValueError("max_batch_tokens must be positive")
+        started = time.perf_counter()
         self.host = get_host()
         self.model_config = ModelConfig.load(model, revision=revision, hf_overrides=hf_overrides,
                                              trust_remote_code=trust_remote_code)
@@ -167,20 +178,30 @@ class Engine:
                               .merged(st.pooler if st else None).merged(pooler_config))
         # a family may know better than the config (RoBERTa's positions start after padding_idx)
         limit = getattr(self.model, "max_model_len", None) or getattr(hf, "max_position_embeddings", None) or 10**9
-        self.max_model_len = min(max_model_len or limit, limit)
+        st_limit = st.max_seq_length if st else None
+        self.max_model_len = min(max_model_len or st_limit or limit, limit)
+        self.auto_truncate = bool(st_limit) if auto_truncate is None else auto_truncate
         self.max_batch_tokens = max_batch_tokens
         self.input_processor = InputProcessor(self.tokenizer, self.max_model_len, st,
                                               include_prompt=self.pooler_config.include_prompt is not False,
-                                              vocab_size=getattr(hf, "vocab_size", None))
+                                              vocab_size=getattr(hf, "vocab_size", None),
+                                              auto_truncate=self.auto_truncate)
         self._ctx = TaskContext(self.model_config, self.pooler_config, self.host, self.model)
         registered = self.host.registry("tasks")
         self.supported_tasks = tuple(t for t in tasks if t in registered)
         self._adapters: dict[str, TaskAdapter] = {}
         from poolkit.io_plugins.runner import IOProcessorRunner
 
+        for name in self.supported_tasks:  # a broken pooler config or task plugin stops the build, not a request
+            self.task(name)
         self.io_processor = IOProcessorRunner.configure(self, io_processor_plugin)  # the `plugin` task
         if self.io_processor is not None:
             self.supported_tasks += ("plugin",)
+        self.kernels = kernels
+        logger.info("loaded %s (%s) in %.1f s: tasks %s, dtype %s, device %s, kernels %s, max_model_len %d (%s)",
+                    self.model_config.served_name, self.architecture, time.perf_counter() - started,
+                    list(self.supported_tasks), str(self.dtype).removeprefix("torch."), self.device, kernels,
+                    self.max_model_len, "longer inputs truncated" if self.auto_truncate else "longer inputs rejected")
 
     def _build_model(self, model_cls: type, kernels: str) -> Any:
         """The model class built from the checkpoint's tensors, on the target device."""
@@ -214,8 +235,9 @@ class Engine:
     def task(self, name: str) -> TaskAdapter:
         """The task adapter for ``name``, built on first use."""
         if name not in self.supported_tasks:
-            raise UnknownTaskError(f"Task {name!r} is not supported by {self.architecture} "
-                                   f"('{self.model_config.served_name}'). Supported tasks: {list(self.supported_tasks)}")
+            raise UnsupportedTaskError(f"Task {name!r} is not supported by {self.architecture} "
+                                       f"('{self.model_config.served_name}'). Supported tasks: "
+                                       f"{list(self.supported_tasks)}", "task")
         if name not in self._adapters:
             self._adapters[name] = self.host.registry("tasks").load(name)(self._ctx)
         return self._adapters[name]
@@ -271,7 +293,7 @@ class Engine:
         adapter = self.task(task)
         for p in params:
             if p.task not in (None, task):
-                raise ValueError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
+                raise InvalidRequestError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
             adapter.check(p)
         tokens = self.input_processor(items, params, self.input_processor.resolve_prompt(prompt_name, prompt))
         return adapter, tokens, params
@@ -337,8 +359,8 @@ class Engine:
             return "cross-encoder"
         if "embed" in self.supported_tasks:
             return "bi-encoder"
-        raise UnknownTaskError(f"{self.architecture} supports neither score nor embed, so it cannot score pairs. "
-                               f"Supported tasks: {list(self.supported_tasks)}")
+        raise UnsupportedTaskError(f"{self.architecture} supports neither score nor embed, so it cannot score pairs. "
+                                   f"Supported tasks: {list(self.supported_tasks)}")
 
     def score(self, text_1: str | list[str], text_2: str | list[str],
               pooling_params: PoolingParams | None = None, *, truncate_prompt_tokens: int | None = None,
@@ -358,7 +380,7 @@ class Engine:
         if len(first) == 1 and len(second) >= 1:
             first = first * len(second)
         if len(first) != len(second) or not second:
-            raise ValueError("Input lengths must be either 1:1, 1:N or N:N")
+            raise InvalidRequestError("Input lengths must be either 1:1, 1:N or N:N")
         kind = self.score_type
         if kind == "cross-encoder":
             params = self._params(pooling_params, len(first), truncate_prompt_tokens)
@@ -382,7 +404,7 @@ class Engine:
                return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:
         """Documents sorted by relevance to ``query``: index, relevance_score and optionally the document."""
         if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+            raise InvalidInputTypeError(f"query must be a string, got {type(query).__name__}")
         if not documents:
             return []
         scores = [o.outputs.score for o in self.score(query, list(documents), **kwargs)]
@@ -396,7 +418,8 @@ class Engine:
         if isinstance(pooling_params, PoolingParams):
             pooling_params = [pooling_params] * n
         elif len(pooling_params) != n:
-            raise ValueError(f"Got {len(pooling_params)} PoolingParams for {n} prompts; pass one or one per prompt")
+            raise InvalidRequestError(f"Got {len(pooling_params)} PoolingParams for {n} prompts; "
+                                      f"pass one or one per prompt")
         if truncate is not None:
             pooling_params = [p.model_copy(update={"truncate_prompt_tokens": truncate}) for p in pooling_params]
         return list(pooling_params)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolkit.config import SentenceTransformersConfig
+from poolkit.errors import InputTooLongError, InvalidInputTypeError, InvalidRequestError
 from poolkit.params import PoolingParams
 
 
@@ -28,7 +29,7 @@ def normalize_prompts(prompts: Any) -> list[str | list[int]]:
     if isinstance(prompts, (str, dict)):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)):
-        raise TypeError(f"prompts must be a string, a list of strings or token ids, got {type(prompts).__name__}")
+        raise InvalidInputTypeError(f"prompts must be a string, a list of strings or token ids, got {type(prompts).__name__}")
     if prompts and all(isinstance(t, int) and not isinstance(t, bool) for t in prompts):
         return [list(prompts)]  # one prompt given as token ids
     out: list[str | list[int]] = []
@@ -39,26 +40,33 @@ def normalize_prompts(prompts: Any) -> list[str | list[int]]:
             elif "prompt" in p:
                 p = p["prompt"]
             else:
-                raise TypeError(f"prompt {i} is a dict without 'prompt' or 'prompt_token_ids': keys {sorted(p)}")
+                raise InvalidInputTypeError(f"prompt {i} is a dict without 'prompt' or 'prompt_token_ids': keys {sorted(p)}")
         if isinstance(p, str):
             out.append(p)
         elif isinstance(p, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
             out.append(list(p))
         else:
-            raise TypeError(f"prompt {i} must be a string or a list of token ids, got {type(p).__name__}: {p!r:.60}")
+            raise InvalidInputTypeError(f"prompt {i} must be a string or a list of token ids, got {type(p).__name__}: {p!r:.60}")
     return out
 
 
 class InputProcessor:
-    """Tokenizes texts the way Sentence Transformers would for this model, and enforces the length limit."""
+    """Tokenizes texts the way Sentence Transformers would for this model, and enforces the length limit.
+
+    ``max_model_len`` is the one limit applied to every prompt. A longer prompt is truncated to it
+    when ``auto_truncate`` is set (the Engine sets it for models whose Sentence Transformers config
+    has a ``max_seq_length``, as ``SentenceTransformer.encode`` truncates) or when the request
+    passes ``truncate_prompt_tokens``; otherwise it is an :class:`InputTooLongError`.
+    """
 
     def __init__(self, tokenizer: Any, max_model_len: int, st: SentenceTransformersConfig | None,
-                 include_prompt: bool = True, vocab_size: int | None = None) -> None:
+                 include_prompt: bool = True, vocab_size: int | None = None, auto_truncate: bool = False) -> None:
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.st = st
         self.include_prompt = include_prompt
+        self.auto_truncate = auto_truncate
 
     def resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
         """The instruction text to prepend: ``prompt``, else ``prompt_name``, else the model's default."""
@@ -69,18 +77,19 @@ class InputProcessor:
         if name is None:
             return None
         if name not in prompts:
-            raise ValueError(f"Prompt name {name!r} is not in this model's prompts {sorted(prompts)}")
+            raise InvalidRequestError(f"Prompt name {name!r} is not in this model's prompts {sorted(prompts)}")
         return prompts[name]
 
     def _truncation(self, params: PoolingParams) -> int | None:
+        """The length this request's prompts are cut to, or None (then longer prompts are errors)."""
         k = params.truncate_prompt_tokens
-        if k is None and self.st is not None and self.st.max_seq_length:
-            # Sentence Transformers truncates to max_seq_length silently; never past max_model_len
-            k = min(self.st.max_seq_length, self.max_model_len)
+        if k is None and self.auto_truncate:
+            k = self.max_model_len
         if k == -1:
             k = self.max_model_len
         if k is not None and k > self.max_model_len:
-            raise ValueError(f"truncate_prompt_tokens={k} is larger than the model's max_model_len={self.max_model_len}")
+            raise InvalidRequestError(f"truncate_prompt_tokens={k} is larger than the model's "
+                                      f"max_model_len={self.max_model_len}", "truncate_prompt_tokens")
         return k
 
     def __call__(self, prompts: list[str | list[int]], params: list[PoolingParams],
@@ -93,7 +102,7 @@ class InputProcessor:
                 ids = p[:k] if k is not None else p
                 bad = [t for t in ids if t < 0 or (self.vocab_size is not None and t >= self.vocab_size)]
                 if bad:
-                    raise ValueError(f"Prompt {i} has token ids outside the vocabulary [0, {self.vocab_size}): {bad[:5]}")
+                    raise InvalidRequestError(f"Prompt {i} has token ids outside the vocabulary [0, {self.vocab_size}): {bad[:5]}")
                 out[i] = TokenizedPrompt(self._checked(ids, i))
             else:
                 groups.setdefault(k, []).append(i)
@@ -116,7 +125,7 @@ class InputProcessor:
         out: list[TokenizedPrompt] = []
         for i, (a, b, par) in enumerate(zip(first, second, params)):
             if not isinstance(a, str) or not isinstance(b, str):
-                raise TypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
+                raise InvalidInputTypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
             k = self._truncation(par)
             enc = self.tokenizer(a, b, truncation="longest_first" if k is not None else False, max_length=k,
                                  return_attention_mask=False, verbose=False)
@@ -125,10 +134,10 @@ class InputProcessor:
 
     def _checked(self, ids: list[int], i: int) -> list[int]:
         if len(ids) > self.max_model_len:
-            raise ValueError(
-                f"Prompt {i} has {len(ids)} tokens, more than the model's maximum of {self.max_model_len} "
-                f"(max_model_len). Shorten it or pass truncate_prompt_tokens (-1 truncates to the maximum)."
-            )
+            raise InputTooLongError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"{len(ids)} tokens in the input (prompt {i}). Please reduce the length of the input, or pass "
+                f"truncate_prompt_tokens (-1 truncates to the maximum).", "input")
         if not ids:
-            raise ValueError(f"Prompt {i} has no tokens")
+            raise InvalidRequestError(f"Prompt {i} has no tokens", "input")
         return ids

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from poolkit.errors import InvalidRequestError
 from poolkit.params import PoolingParams
 from poolkit.registry.errors import PoolkitError
 
@@ -42,8 +43,9 @@ Prompts = Any
 class IOProcessorContext:
     """What a processor may read about the loaded model; built once per Engine.
 
-    ``max_input_tokens`` is the longest prompt the engine accepts without truncating it:
-    ``max_model_len``, or the Sentence Transformers ``max_seq_length`` when that is smaller.
+    ``max_input_tokens`` is the longest prompt the engine accepts without truncating it: the
+    Engine's ``max_model_len`` (which is the Sentence Transformers ``max_seq_length`` when the model
+    has one and no other limit was given); kept next to ``max_model_len`` for older processors.
     ``options`` is the model's ``config.json`` field ``io_processor_options`` (settable with
     ``hf_overrides``), for processor settings such as long-text's ``max_chunks``.
     """
@@ -127,14 +129,20 @@ class IOProcessorError(PoolkitError):
 
     ``stage`` is the method that failed (``parse_request``, ``pre_process``, ``pooling``,
     ``post_process``...), ``index`` the request's position in its batch, ``cause`` the original
-    exception. ``client_error`` is True when the cause is a ``ValueError``/``TypeError`` (pydantic's
-    ``ValidationError`` included): the request was invalid (HTTP 400) rather than the plugin broken (500).
+    exception. ``client_error`` is True when the request was invalid (HTTP 400) rather than the plugin
+    broken (500): the cause is a :class:`poolkit.errors.InvalidRequestError`, or a ``ValueError`` /
+    ``TypeError`` (pydantic's ``ValidationError`` included) raised while the request is read
+    (``parse_request``, ``merge_pooling_params``, ``pre_process``). The same errors later, in
+    ``post_process`` or ``output_to_response``, are the plugin's bug.
     """
+
+    INPUT_STAGES = ("parse_request", "merge_pooling_params", "pre_process")
 
     def __init__(self, processor: str, plugin: PluginInfo | None, stage: str, cause: BaseException,
                  index: int | None = None) -> None:
         self.processor, self.plugin, self.stage, self.cause, self.index = processor, plugin, stage, cause, index
-        self.client_error = isinstance(cause, (ValueError, TypeError))
+        self.client_error = isinstance(cause, InvalidRequestError) or (
+            stage in self.INPUT_STAGES and isinstance(cause, (ValueError, TypeError)))
         owner = f" from {plugin.label}" if plugin is not None else ""
         where = f" for request {index}" if index is not None else ""
         super().__init__(f"IO processor '{processor}'{owner} failed in {stage}{where}: "

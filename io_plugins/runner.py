@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from poolkit.io_plugins.interface import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.params import PoolingParams
-from poolkit.registry.errors import UnknownNameError, UnknownTaskError
+from poolkit.errors import UnsupportedTaskError
+from poolkit.registry.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from poolkit.engine import Engine
@@ -32,9 +33,9 @@ def installed_io_processors(engine: Engine) -> list[str]:
     return engine.host.registry("io_processors").names()
 
 
-def not_configured_error(engine: Engine) -> UnknownTaskError:
+def not_configured_error(engine: Engine) -> UnsupportedTaskError:
     """The error for ``task="plugin"`` on an Engine without an IO processor: how to configure one."""
-    return UnknownTaskError(
+    return UnsupportedTaskError(
         f"Task 'plugin' needs an IO processor, and none is configured for '{engine.model_config.served_name}'. "
         f"Select one with Engine(model, io_processor_plugin='<name>') or the field "
         f"\"{CONFIG_FIELD}\": \"<name>\" in the model's config.json (or hf_overrides). Installed IO processors: "
@@ -65,11 +66,9 @@ class IOProcessorRunner:
             raise type(exc)(f"{source}={name!r}: {exc}") from None
         cls = self.entry.load()  # an import failure is a PluginLoadError naming the plugin
         hf = engine.model_config.hf_config
-        st = engine.model_config.st
-        limit = min(engine.max_model_len, st.max_seq_length) if st and st.max_seq_length else engine.max_model_len
         self.context = IOProcessorContext(
             name=name, plugin=self.entry.plugin, tokenizer=engine.tokenizer, model_config=engine.model_config,
-            pooler_config=engine.pooler_config, max_model_len=engine.max_model_len, max_input_tokens=limit,
+            pooler_config=engine.pooler_config, max_model_len=engine.max_model_len, max_input_tokens=engine.max_model_len,
             supported_tasks=tuple(t for t in engine.supported_tasks if t != "plugin"),
             options=dict(getattr(hf, OPTIONS_FIELD, None) or {}))
         self.processor: IOProcessor = self._call("__init__", None, cls, self.context)

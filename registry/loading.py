@@ -10,6 +10,7 @@ recorded with its name, distribution and cause, warned about once, and skipped; 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 import warnings
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover
     from importlib import metadata  # type: ignore[no-redef]
 
 ENTRY_POINT_GROUP = "poolkit.plugins"
+logger = logging.getLogger("poolkit.registry")
 
 # kind of part -> (hook name, error raised for an unknown name, what to call it in messages)
 KINDS: dict[str, tuple[str, type[UnknownNameError], str]] = {
@@ -243,6 +245,7 @@ class PluginHost:
         )
         if os.environ.get("POOLKIT_STRICT_PLUGINS") == "1":
             raise PluginLoadError(message) from exc
+        logger.warning("%s", message.removeprefix("poolkit: "), exc_info=exc)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     # --- lookups ------------------------------------------------------------------------------

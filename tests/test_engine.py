@@ -74,7 +74,7 @@ def test_token_budget_batches():
 
 def test_too_long_input_is_an_error_naming_length_and_limit(tiny_bert_dir):
     engine = Engine(str(tiny_bert_dir), max_model_len=16)
-    with pytest.raises(ValueError, match=r"Prompt 1 has 22 tokens, more than the model's maximum of 16"):
+    with pytest.raises(ValueError, match=r"maximum context length is 16 tokens. However, you requested 22 tokens in the input \(prompt 1\)"):
         engine.embed(["ok", "word " * 20])
     [out] = engine.embed(["word " * 20], truncate_prompt_tokens=-1)
     assert len(out.prompt_token_ids) == 16 and out.prompt_token_ids[-1] == engine.tokenizer.sep_token_id

@@ -1,16 +1,21 @@
 """Errors as OpenAI-style bodies: ``{"object": "error", "message", "type", "param", "code"}``.
 
-Bad input is always a 4xx that names the problem; only a bug is a 500.
+Bad input is always a 4xx that names the problem; only a bug is a 500, and a 500 says nothing about
+its cause but the request id (the traceback is in the log).
 """
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from poolkit.registry.errors import PoolkitError
+from poolkit.errors import InvalidRequestError
+
+logger = logging.getLogger("poolkit.server")
 
 _TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 405: "MethodNotAllowed",
           413: "RequestTooLargeError", 422: "BadRequestError", 429: "RateLimitError", 500: "InternalServerError",
@@ -39,12 +44,31 @@ def error_response(status: int, message: str, param: str | None = None, headers:
     return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
 
 
+def request_id(request: Request) -> str:
+    """The id the guard middleware gave this request (also its ``X-Request-Id`` response header)."""
+    return request.scope.get("state", {}).get("request_id", "-")
+
+
+def internal_error(rid: str) -> JSONResponse:
+    """A bug on our side: a generic 500 naming the request id; the traceback goes to the log, not the client."""
+    return error_response(500, f"Internal server error (request id {rid}); the server log has the details")
+
+
 def install(app) -> None:
-    """Register handlers so that every error leaves the server in the OpenAI shape."""
+    """Register handlers so that every error leaves the server in the OpenAI shape.
+
+    Only errors raised where input is validated (:class:`APIError`, :class:`InvalidRequestError`,
+    FastAPI's body validation, an IO processor's invalid-input errors) are 4xx; anything else is a
+    500 with a generic message, and its traceback is logged with the request id.
+    """
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
         return error_response(exc.status, exc.message, exc.param, exc.headers)
+
+    @app.exception_handler(InvalidRequestError)
+    async def _invalid(_: Request, exc: InvalidRequestError):
+        return error_response(exc.status, exc.message, exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -62,21 +86,18 @@ def install(app) -> None:
     from poolkit.io_plugins.interface import IOProcessorError
 
     @app.exception_handler(IOProcessorError)
-    async def _io_processor(_: Request, exc: IOProcessorError):  # the plugin's bug is a 500, bad input a 400
-        return error_response(400 if exc.client_error else 500, str(exc))
-
-    @app.exception_handler(PoolkitError)
-    async def _poolkit(_: Request, exc: PoolkitError):
-        return error_response(400, str(exc))
-
-    @app.exception_handler(ValueError)
-    async def _value(_: Request, exc: ValueError):
-        return error_response(400, str(exc))
-
-    @app.exception_handler(TypeError)
-    async def _type(_: Request, exc: TypeError):
-        return error_response(400, str(exc))
+    async def _io_processor(request: Request, exc: IOProcessorError):  # bad input a 400, the plugin's bug a 500
+        if exc.client_error:
+            return error_response(400, str(exc))
+        return _internal_error(request, exc)
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception):
-        return error_response(500, f"Internal error: {type(exc).__name__}: {exc}")
+    async def _internal(request: Request, exc: Exception):
+        return _internal_error(request, exc)
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    rid = request_id(request)
+    logger.error("request %s (%s %s) failed with a server error", rid, request.method, request.url.path,
+                 exc_info=(type(exc), exc, exc.__traceback__))
+    return internal_error(rid)

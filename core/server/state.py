@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +28,13 @@ class Metrics:
                                       buckets=(16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384))
         self.batch_seconds = Histogram("poolkit_batch_seconds", "Forward pass and pooling time per batch, by model",
                                        ["model"], registry=self.registry)
+        self.cancelled_prompts = Counter("poolkit_cancelled_prompts", "Queued prompts dropped because their client "
+                                         "went away, by model", ["model"], registry=self.registry)
 
     def for_model(self, name: str) -> ModelMetrics:
         """The per-model series of one served model (created now, so that /metrics lists them at 0)."""
         return ModelMetrics(self.queue_depth.labels(name), self.batch_tokens.labels(name),
-                            self.batch_seconds.labels(name))
+                            self.batch_seconds.labels(name), self.cancelled_prompts.labels(name))
 
 
 @dataclass
@@ -38,6 +42,7 @@ class ModelMetrics:
     queue_depth: Any
     batch_tokens: Any
     batch_seconds: Any
+    cancelled_prompts: Any
 
 
 @dataclass
@@ -62,11 +67,22 @@ class Limits:
 class ServerState:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
+    shutdown_timeout: float = 30
     models: dict[str, ServedModel] = field(default_factory=dict)
     ready: bool = False
     shutting_down: bool = False
     load_error: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    _drain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def drain(self) -> None:
+        """Stop admitting requests (503), give those in flight up to ``shutdown_timeout`` seconds in all,
+        then answer what is left with a 503. Idempotent: a second caller waits for the first."""
+        with self._drain_lock:
+            self.shutting_down = True
+            deadline = time.monotonic() + self.shutdown_timeout
+            for served in self.models.values():
+                served.worker.close(max(0.0, deadline - time.monotonic()))
 
     def model(self, name: str | None) -> ServedModel:
         """The model a request names (the first one served when it names none); 404 otherwise, 503 if not ready."""

@@ -1,14 +1,20 @@
 """The engine loop: requests from all clients are queued per prompt and packed by a token budget.
 
-Request handlers tokenize on a tokenizer thread (``ModelWorker.run``), which puts one item per
-prompt on their model's queue; a request that finds the engine loop idle is tokenized by the loop
-itself (one thread hop less). One :class:`EngineLoop` serves every model: it takes the model whose
-oldest item waited longest, adds that model's queued items of the same task while the batch's padded
-size stays within ``max_batch_tokens``, runs one forward pass and hands each result back to its
-request, whose handler wakes once, when its last prompt is done. So a big request is split across
-batches, small ones are combined, and the event loop never blocks on tokenization or the forward
-pass. Admission control (``max_concurrent_requests``, ``max_queue_tokens``) turns overload into a
-429, never a hang.
+Request handlers tokenize on a tokenizer thread (``ModelWorker.run``), which queues the request's
+prompts for the engine loop itself; a request that finds the engine loop idle is tokenized by the
+loop itself (one thread hop less). One :class:`EngineLoop` serves every model.
+
+Scheduling is fair across requests, not first-come-first-served per prompt: each batch is filled
+round robin from the queued requests, least-served first (a request's ``priority`` comes before
+that, lower first, as in vLLM), while the batch's padded size stays within ``max_batch_tokens``. So
+a one-text request admitted while a bulk request is computed joins the next forward pass instead of
+waiting for the whole bulk request, and the engine loop picks, across models, the model whose
+least-served request is most due. A request's prompts are queued longest first (the offline
+Engine's order), its results handed back by index; its handler wakes once, when its last prompt is
+done. A request whose client went away is dropped from the queue (``cancel``), before its prompts
+are computed. A forward pass that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`),
+so only the request that triggers a bug fails. Admission control (``max_concurrent_requests``,
+``max_queue_tokens``) turns overload into a 429, never a hang.
 
 ``poolkit serve`` runs the engine loop on the process's main thread and HTTP on another. GNU
 OpenMP keeps the worker team of one thread docked; a second thread that runs parallel ops while
@@ -20,6 +26,7 @@ In-process users (tests, Ray Serve) run the loop on a thread of its own.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import threading
 import time
@@ -29,20 +36,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from poolkit.isolate import run_isolated
 from poolkit.server.errors import APIError, Overloaded
 
 _arrival = itertools.count()
 _MAX_DIRECT_JOBS = 8  # requests an idle engine loop tokenizes itself before the tokenizer thread takes over
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("poolkit_request_id", default="-")
 
 
 class _Request:
-    """One request's prompts in flight: the engine loop fills ``results`` and settles ``future`` once, at the end."""
+    """One request in flight: the engine loop fills ``results`` and settles ``future`` once, at the end."""
 
-    __slots__ = ("future", "results", "remaining", "error")
+    __slots__ = ("future", "results", "remaining", "error", "seq", "priority", "served", "cancelled", "request_id")
 
-    def __init__(self, future: asyncio.Future, n: int) -> None:
-        self.future = future
-        self.results, self.remaining, self.error = [None] * n, n, None
+    def __init__(self, future: asyncio.Future, priority: int = 0) -> None:
+        self.future, self.priority = future, priority
+        self.results: list[Any] = []
+        self.remaining, self.error, self.served, self.cancelled = 0, None, 0, False
+        self.seq = next(_arrival)
+        self.request_id = request_id_var.get()
+
+    def key(self) -> tuple[int, int, int]:
+        """Scheduling order: priority, then the request served least so far, then arrival."""
+        return self.priority, self.served, self.seq
+
+    def expect(self, n: int) -> None:
+        self.results, self.remaining = [None] * n, n
 
     def settle(self, index: int, result: Any, exc: BaseException | None) -> None:
         """Engine loop side; the last prompt of the request wakes its handler."""
@@ -53,6 +72,11 @@ class _Request:
         if self.remaining == 0:
             _post(self.future, self.results, self.error)
 
+    def fail(self, exc: BaseException) -> None:
+        """Settle the whole request with ``exc`` now (shutdown), whatever is still queued."""
+        self.remaining = -1  # results still in flight find nobody waiting
+        _post(self.future, None, exc)
+
 
 @dataclass
 class _Item:
@@ -61,7 +85,6 @@ class _Item:
     params: Any
     request: _Request
     index: int
-    seq: int
 
 
 @dataclass
@@ -70,8 +93,7 @@ class _Job:
 
     prepare: Callable[[], Any]
     split: Callable[[Any], tuple[Any, list, list]]
-    future: asyncio.Future
-    seq: int
+    request: _Request
     prepared: Any = None
 
 
@@ -102,13 +124,13 @@ class EngineLoop:
         """Serve batches until :meth:`stop` (or ``until()`` turns true) and the queues are drained."""
         while True:
             with self.cv:
-                worker = self._oldest()
+                worker = self._most_due()
                 while worker is None:
                     if self._stopping or (until is not None and until()):
                         return
                     self.idle = True
                     self.cv.wait(timeout=0.25 if until is not None else None)
-                    worker = self._oldest()
+                    worker = self._most_due()
                 self.idle = False
                 jobs, worker._jobs = worker._jobs, []
                 if not jobs:
@@ -125,10 +147,13 @@ class EngineLoop:
                     worker._busy = False
                     self.cv.notify_all()  # wakes ModelWorker.close waiting for its queue to drain
 
-    def _oldest(self) -> ModelWorker | None:
-        """The worker whose oldest job or queued prompt has waited longest."""
-        ready = [w for w in self.workers if w._queue or w._jobs]
-        return min(ready, key=lambda w: (w._jobs or w._queue)[0].seq) if ready else None
+    def _most_due(self) -> ModelWorker | None:
+        """A worker with requests to tokenize first, else the one holding the most due queued request."""
+        with_jobs = [w for w in self.workers if w._jobs]
+        if with_jobs:
+            return with_jobs[0]
+        ready = [w for w in self.workers if w._active]
+        return min(ready, key=lambda w: min(r.key() for r in w._active)) if ready else None
 
 
 class ModelWorker:
@@ -143,7 +168,8 @@ class ModelWorker:
         self.max_queue_tokens = max_queue_tokens
         self.metrics = metrics
         self._cv = engine_loop.cv
-        self._queue: deque[_Item] = deque()
+        self._active: dict[_Request, deque[_Item]] = {}  # requests with queued prompts, in arrival order
+        self._pending = 0  # queued prompts, all requests
         self._jobs: list[_Job] = []  # taken by an idle engine loop, tokenized on its thread
         self._tokenizer_lock = threading.Lock()  # HF fast tokenizers must not be reconfigured from two threads at once
         self._queued_tokens = 0
@@ -152,23 +178,25 @@ class ModelWorker:
         self._busy = False
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize")
         if metrics:
-            metrics.queue_depth.set_function(lambda: len(self._queue))  # read at scrape time
+            metrics.queue_depth.set_function(lambda: self._pending)  # read at scrape time
         with self._cv:
             engine_loop.workers.append(self)
 
     # --- request side (event loop) -----------------------------------------------------------------
 
     async def run(self, prepare: Callable[[], Any], split: Callable[[Any], tuple[Any, list, list]] = tuple,
-                  direct: bool = True) -> tuple[Any, list[Any]]:
+                  direct: bool = True, priority: int = 0) -> tuple[Any, list[Any]]:
         """``prepare()`` on the tokenizer thread, which queues its prompts for the engine loop itself (no
         hop back through the event loop); returns what ``prepare`` returned and the pooled tensors in order.
 
         ``split`` turns that value into (task adapter, tokenized prompts, params), e.g. for a ScorePlan;
         the adapter may be a list, one per prompt. ``direct=False`` keeps ``prepare`` off the engine
-        loop's thread even when it is idle (third-party code that could hang it).
+        loop's thread even when it is idle (third-party code that could hang it). ``priority``: lower
+        is served first (default 0). If the caller is cancelled (its client went away), the request's
+        queued prompts are dropped before they are computed.
         """
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        request = _Request(loop.create_future(), priority)
         with self._cv:
             if self._requests >= self.max_concurrent_requests:
                 raise Overloaded(f"Too many concurrent requests (max_concurrent_requests={self.max_concurrent_requests})")
@@ -179,15 +207,19 @@ class ModelWorker:
             # under load the tokenizer thread does it while the loop runs the current batch
             job = None
             if direct and self.engine_loop.idle and len(self._jobs) < _MAX_DIRECT_JOBS:
-                job = _Job(prepare, split, future, next(_arrival))
+                job = _Job(prepare, split, request)
                 self._jobs.append(job)
                 self._cv.notify_all()
         try:
             if job is not None:
-                pooled = await future
+                pooled = await request.future
                 return job.prepared, pooled
-            prepared, queued = await loop.run_in_executor(self._tokenizer, self._prepare_and_queue, prepare, split, future)
-            return prepared, (await future if queued else [])
+            prepared, queued = await loop.run_in_executor(self._tokenizer, self._prepare_and_queue, prepare, split,
+                                                          request)
+            return prepared, (await request.future if queued else [])
+        except asyncio.CancelledError:
+            self.cancel(request)
+            raise
         finally:
             with self._cv:
                 self._requests -= 1
@@ -201,8 +233,18 @@ class ModelWorker:
 
         return await loop.run_in_executor(self._tokenizer, call)
 
-    def _prepare_and_queue(self, prepare: Callable[[], Any], split: Callable, future: asyncio.Future
-                           ) -> tuple[Any, bool]:
+    def cancel(self, request: _Request) -> None:
+        """Drop ``request``'s queued prompts (its client went away); prompts in a running batch finish."""
+        with self._cv:
+            request.cancelled = True
+            queued = self._active.pop(request, None)
+            if queued:
+                self._pending -= len(queued)
+                self._queued_tokens -= sum(len(i.tokens.ids) for i in queued)
+                if self.metrics:
+                    self.metrics.cancelled_prompts.inc(len(queued))
+
+    def _prepare_and_queue(self, prepare: Callable[[], Any], split: Callable, request: _Request) -> tuple[Any, bool]:
         with self._tokenizer_lock:
             prepared = prepare()
         adapter, tokens, params = split(prepared)
@@ -211,16 +253,20 @@ class ModelWorker:
         n_tokens = sum(len(t.ids) for t in tokens)
         if n_tokens > self.max_queue_tokens:  # could never be admitted: not a retry-later 429
             raise APIError(413, f"This request has {n_tokens} tokens, more than max_queue_tokens={self.max_queue_tokens}")
-        request = _Request(future, len(tokens))
+        adapters = adapter if isinstance(adapter, list) else [adapter] * len(tokens)
+        items = [_Item(a, t, p, request, i) for i, (a, t, p) in enumerate(zip(adapters, tokens, params))]
+        items.sort(key=lambda item: -len(item.tokens.ids))  # longest first, as the offline Engine batches
+        request.expect(len(items))
         with self._cv:
             if not self._running:
                 raise APIError(503, "The server is shutting down")
+            if request.cancelled:  # the client left while we tokenized
+                return prepared, False
             if self._queued_tokens + n_tokens > self.max_queue_tokens:
                 raise Overloaded(f"The queue is full: {self._queued_tokens} tokens queued, this request has "
                                  f"{n_tokens}, max_queue_tokens={self.max_queue_tokens}")
-            adapters = adapter if isinstance(adapter, list) else [adapter] * len(tokens)
-            self._queue.extend(_Item(a, t, p, request, i, next(_arrival))
-                               for i, (a, t, p) in enumerate(zip(adapters, tokens, params)))
+            self._active[request] = deque(items)
+            self._pending += len(items)
             self._queued_tokens += n_tokens
             self._cv.notify_all()
         return prepared, True
@@ -228,57 +274,71 @@ class ModelWorker:
     def _prepare_job(self, job: _Job) -> None:
         """Engine loop side: tokenize and queue a request that came while the loop was idle."""
         try:
-            job.prepared, queued = self._prepare_and_queue(job.prepare, job.split, job.future)
-        except Exception as exc:  # bad input: the handler gets its 4xx
-            _post(job.future, None, exc)
+            job.prepared, queued = self._prepare_and_queue(job.prepare, job.split, job.request)
+        except Exception as exc:  # bad input: the handler gets its 4xx (or a bug its 500)
+            _post(job.request.future, None, exc)
             return
         if not queued:
-            _post(job.future, [], None)
+            _post(job.request.future, [], None)
 
     def close(self, timeout: float = 30) -> None:
-        """Stop admitting prompts and wait (up to ``timeout``) for the engine loop to finish the queued ones."""
+        """Stop admitting prompts, wait (up to ``timeout``) for the engine loop to finish the queued ones,
+        then answer whatever is still queued with a 503."""
         deadline = time.monotonic() + timeout
         with self._cv:
             self._running = False
-            while (self._queue or self._jobs or self._busy) and time.monotonic() < deadline:
+            while (self._active or self._jobs or self._busy) and time.monotonic() < deadline:
                 self._cv.wait(timeout=0.1)
+            left, self._active, self._pending, self._queued_tokens = list(self._active), {}, 0, 0
+            jobs, self._jobs = self._jobs, []
+        gone = APIError(503, "The server is shutting down: this request did not finish within its shutdown timeout")
+        for request in left + [j.request for j in jobs]:
+            request.fail(gone)
         self._tokenizer.shutdown(wait=False)
 
     # --- engine loop side -----------------------------------------------------------------------------
 
     def _next_batch(self) -> list[_Item]:
-        """Oldest item first, then queued items of the same task while the padded size fits the budget."""
-        head = self._queue.popleft()
-        batch, longest = [head], len(head.tokens.ids)
-        rest: deque[_Item] = deque()
-        while self._queue:
-            item = self._queue.popleft()
-            if (len(batch) + 1) * longest > self.max_batch_tokens:  # no later item can fit either
-                self._queue.appendleft(item)
+        """Round robin over the queued requests, most due first, one prompt each per round, while the
+        batch's padded size (prompts x longest) fits the budget; one task adapter per batch."""
+        order = sorted(self._active, key=_Request.key)
+        adapter = self._active[order[0]][0].adapter
+        batch: list[_Item] = []
+        longest, budget = 0, self.max_batch_tokens
+        while True:
+            added = False
+            for request in order:
+                queue = self._active.get(request)
+                if not queue or queue[0].adapter is not adapter:
+                    continue
+                n = len(queue[0].tokens.ids)
+                if batch and (len(batch) + 1) * max(longest, n) > budget:
+                    continue
+                batch.append(queue.popleft())
+                longest, added = max(longest, n), True
+                request.served += 1
+                if not queue:
+                    del self._active[request]
+            if not added or (len(batch) + 1) * longest > budget:  # nothing more can fit
                 break
-            n = len(item.tokens.ids)
-            if item.adapter is head.adapter and (len(batch) + 1) * max(longest, n) <= self.max_batch_tokens:
-                batch.append(item)
-                longest = max(longest, n)
-            else:
-                rest.append(item)
-        self._queue.extendleft(reversed(rest))
+        self._pending -= len(batch)
         self._queued_tokens -= sum(len(i.tokens.ids) for i in batch)
         return batch
 
     def _run(self, batch: list[_Item]) -> None:
-        """One forward pass; a failure fails this batch's requests, never the loop."""
+        """One forward pass; a failure is re-run request by request, so only the request that causes it fails."""
         start = time.perf_counter()
-        try:
-            results = self.engine.run_batch(batch[0].adapter, [i.tokens for i in batch], [i.params for i in batch])
-            outcome = [(i, r, None) for i, r in zip(batch, results)]
-        except Exception as exc:
-            outcome = [(i, None, exc) for i in batch]
+
+        def forward(items: list[_Item]) -> list[Any]:
+            return self.engine.run_batch(items[0].adapter, [i.tokens for i in items], [i.params for i in items])
+
+        outcome = run_isolated(forward, batch, lambda item: item.request)
         if self.metrics:
             self.metrics.batch_tokens.observe(sum(len(i.tokens.ids) for i in batch))
             self.metrics.batch_seconds.observe(time.perf_counter() - start)
-        for item, result, exc in outcome:
-            item.request.settle(item.index, result, exc)
+        for item, (result, exc) in zip(batch, outcome):
+            if item.request.remaining > 0:
+                item.request.settle(item.index, result, exc)
 
 
 def _post(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:

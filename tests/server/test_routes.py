@@ -131,7 +131,7 @@ def test_models_health_metrics_openapi(server):
     ({"model": "embedder", "input": [1.5]}, 400, "input"),
     ({"model": "embedder", "input": [[1, 2], "x"]}, 400, "input"),
     ({"model": "embedder", "input": ["x"] * 65}, 413, "max_client_batch_size"),
-    ({"model": "embedder", "input": "word " * 600}, 400, "more than the model's maximum of 512"),
+    ({"model": "embedder", "input": "word " * 600}, 400, "maximum context length is 512 tokens. However, you requested 602 tokens"),
     ({"model": "embedder", "input": [[999999999]]}, 400, "vocabulary"),
     ({"model": "embedder", "input": "x", "dimensions": 0}, 400, "dimensions"),
     ({"model": "embedder", "input": "x", "encoding_format": "hex"}, 400, "encoding_format"),

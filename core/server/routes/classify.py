@@ -12,7 +12,8 @@ router = APIRouter(tags=["classify"])
 @router.post("/classify", response_model=ClassificationResponse)
 async def classify(body: ClassificationRequest, request: Request) -> ClassificationResponse:
     params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, tokens, pooled = await run_prompts(get_state(request), body.model, body.input, "classify", params)
+    served, tokens, pooled = await run_prompts(get_state(request), body.model, body.input, "classify", params,
+                                               body.priority)
     labels = served.engine.id2label
     data = [ClassificationData(index=i, label=labels.get(int(v.argmax())), probs=v.tolist(), num_classes=v.shape[-1])
             for i, v in enumerate(pooled)]

@@ -25,11 +25,12 @@ def encode_vector(tensor: Any, encoding_format: str) -> list[float] | str:
 
 
 async def run_prompts(state: ServerState, model: str | None, prompts: Any, task: str | None,
-                      params: Any, **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
+                      params: Any, priority: int = 0, **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
     """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts."""
     served = state.model(model)
     state.check_batch_size(len(normalize_prompts(prompts)))
-    (_, tokens, _), pooled = await served.worker.run(lambda: served.engine.prepare(prompts, task, params, **kwargs))
+    (_, tokens, _), pooled = await served.worker.run(lambda: served.engine.prepare(prompts, task, params, **kwargs),
+                                                     priority=priority)
     return served, tokens, pooled
 
 

@@ -13,6 +13,7 @@ router = APIRouter(tags=["embeddings"])
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize,
                            truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, tokens, pooled = await run_prompts(get_state(request), body.model, body.input, "embed", params)
+    served, tokens, pooled = await run_prompts(get_state(request), body.model, body.input, "embed", params,
+                                               body.priority)
     data = [EmbeddingData(index=i, embedding=encode_vector(v, body.encoding_format)) for i, v in enumerate(pooled)]
     return EmbeddingResponse(model=served.name, data=data, usage=usage(tokens))

@@ -1,4 +1,4 @@
-"""``GET /health`` (200 when serving, 503 while loading or shutting down) and ``GET /metrics``."""
+"""``GET``/``HEAD /health`` (200 when serving, 503 while loading or shutting down) and ``GET /metrics``."""
 
 from fastapi import APIRouter, Request, Response
 
@@ -16,6 +16,9 @@ async def health(request: Request) -> Response:
     if not state.ready:
         return error_response(503, f"model failed to load: {state.load_error}" if state.load_error else "loading")
     return Response(status_code=200)
+
+
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)  # load balancers probe with HEAD
 
 
 @router.get("/metrics")

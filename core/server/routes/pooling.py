@@ -13,7 +13,7 @@ from poolkit.server.routes.common import encode_vector, get_state, run_prompts, 
 router = APIRouter(tags=["pooling"])
 
 
-async def run_plugin(state: Any, served: Any, data: Any) -> dict[str, Any]:
+async def run_plugin(state: Any, served: Any, data: Any, priority: int = 0) -> dict[str, Any]:
     """The ``plugin`` task: the IO processor parses and pre-processes on the tokenizer thread, its
     prompts are batched with everyone's by the engine loop, and it post-processes on the tokenizer thread.
 
@@ -28,7 +28,7 @@ async def run_plugin(state: Any, served: Any, data: Any) -> dict[str, Any]:
     state.check_batch_size(len(raws))
     # direct=False: the plugin's own code runs on the tokenizer thread, never on the shared engine loop
     requests, pooled = await served.worker.run(lambda: [runner.prepare(raw, None, i) for i, raw in enumerate(raws)],
-                                               runner.flatten, direct=False)
+                                               runner.flatten, direct=False, priority=priority)
     return await served.worker.run_in_tokenizer(lambda: runner.response_body(data, runner.finish_all(requests, pooled)))
 
 
@@ -36,11 +36,12 @@ async def run_plugin(state: Any, served: Any, data: Any) -> dict[str, Any]:
 async def pooling(body: PoolingRequest, request: Request):
     state = get_state(request)
     if body.task == "plugin":
-        return await run_plugin(state, state.model(body.model), body.data if body.data is not None else body.input)
+        return await run_plugin(state, state.model(body.model), body.data if body.data is not None else body.input,
+                                body.priority)
     if body.input is None:
         raise APIError(400, "input is required (data is only for task 'plugin')", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
                            truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, tokens, pooled = await run_prompts(state, body.model, body.input, body.task, params)
+    served, tokens, pooled = await run_prompts(state, body.model, body.input, body.task, params, body.priority)
     data = [PoolingData(index=i, data=encode_vector(v, body.encoding_format)) for i, v in enumerate(pooled)]
     return PoolingResponse(model=served.name, data=data, usage=usage(tokens))

@@ -19,7 +19,7 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
     if not docs:
         return RerankResponse(model=state.model(body.model).name, usage=RerankUsage(total_tokens=0), results=[])
     params = PoolingParams(truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, plan, scores = await run_score(state, body.model, [body.query], docs, params)
+    served, plan, scores = await run_score(state, body.model, [body.query], docs, params, body.priority)
     order = sorted(range(len(docs)), key=lambda i: -scores[i])
     if body.top_n:
         order = order[: body.top_n]

@@ -10,12 +10,12 @@ from poolkit.server.routes.common import get_state, require_text_list
 router = APIRouter(tags=["score"])
 
 
-async def run_score(state, model, first, second, params):
+async def run_score(state, model, first, second, params, priority=0):
     """Score pairs through the engine loop; returns the served model, the plan and one score per pair."""
     served = state.model(model)
     state.check_batch_size(max(len(first), len(second)))
     plan, pooled = await served.worker.run(lambda: served.engine.prepare_score(first, second, params),
-                                           lambda plan: (plan.adapter, plan.tokens, plan.params))
+                                           lambda plan: (plan.adapter, plan.tokens, plan.params), priority=priority)
     return served, plan, [float(s) for s in plan.finish(pooled)]
 
 
@@ -28,7 +28,7 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         raise APIError(400, "Give text_1 and text_2 (or queries and documents)", "text_1")
     params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens)
     served, plan, scores = await run_score(get_state(request), body.model, require_text_list(first, "text_1"),
-                                           require_text_list(second, "text_2"), params)
+                                           require_text_list(second, "text_2"), params, body.priority)
     n = plan.num_tokens
     return ScoreResponse(model=served.name, data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
                          usage=Usage(prompt_tokens=n, total_tokens=n))
