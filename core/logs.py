@@ -32,7 +32,6 @@ def configure_logging(level: str) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(FORMAT))
         handler._poolkit = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-        root.propagate = False
+        root.addHandler(handler)  # still propagates: an application's own root handler sees poolkit's records too
     # a failed plugin is logged by poolkit.registry; its RuntimeWarning (for library users) would repeat it
     warnings.filterwarnings("ignore", message=r"poolkit: ", category=RuntimeWarning)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from poolkit.isolate import run_isolated
 from poolkit.io_plugins.interface import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.params import PoolingParams
 from poolkit.errors import UnsupportedTaskError
@@ -143,27 +144,26 @@ class IOProcessorRunner:
         return PluginRequest(index if index is not None else 0, data, adapter, tokens, per_prompt)
 
     def pool(self, requests: list[PluginRequest]) -> list[list[PoolingRequestOutput] | IOProcessorError]:
-        """Pool the prompts of several requests together; one list of outputs (or the error) per request."""
-        results: list[Any] = [None] * len(requests)
+        """Pool the prompts of several requests together; one list of outputs (or the error) per request.
+
+        A batch that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`), so only
+        the request that triggers the failure gets it.
+        """
+        results: list[Any] = [[] for _ in requests]
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(r.adapter.name, []).append(i)
         for members in groups.values():
             adapter = requests[members[0]].adapter
-            try:
-                outputs = self.engine._run(adapter, [t for i in members for t in requests[i].tokens],
-                                           [p for i in members for p in requests[i].params])
-            except Exception:  # find the request that broke the batch: run each alone
-                for i in members:
-                    try:
-                        results[i] = self.engine._run(adapter, requests[i].tokens, requests[i].params)
-                    except Exception as exc:
-                        results[i] = self._error("pooling", requests[i].index, exc)
-                continue
-            start = 0
-            for i in members:
-                n = len(requests[i].tokens)
-                results[i], start = outputs[start:start + n], start + n
+            prompts = [(i, t, p) for i in members for t, p in zip(requests[i].tokens, requests[i].params)]
+            outcome = run_isolated(lambda items: self.engine._run(adapter, [t for _, t, _ in items],
+                                                                  [p for _, _, p in items]),
+                                   prompts, lambda prompt: prompt[0])
+            for (i, _, _), (output, exc) in zip(prompts, outcome):
+                if exc is not None:
+                    results[i] = self._error("pooling", requests[i].index, exc)
+                elif not isinstance(results[i], IOProcessorError):
+                    results[i].append(output)
         return results
 
     def finish(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:

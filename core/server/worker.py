@@ -261,6 +261,8 @@ class ModelWorker:
             if not self._running:
                 raise APIError(503, "The server is shutting down")
             if request.cancelled:  # the client left while we tokenized
+                if self.metrics:
+                    self.metrics.cancelled_prompts.inc(len(items))
                 return prepared, False
             if self._queued_tokens + n_tokens > self.max_queue_tokens:
                 raise Overloaded(f"The queue is full: {self._queued_tokens} tokens queued, this request has "

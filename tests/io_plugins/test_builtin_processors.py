@@ -108,7 +108,7 @@ def test_long_text_matches_chunked_reference(tiny_bert_dir, pooling):
     assert out.num_tokens == n_tokens and out.num_chunks == -(-n_tokens // 14) >= 5
     assert n_tokens % 14  # a shorter last chunk: the token-count weights matter
     assert testing.max_abs_diff(out.embedding, want) <= 1e-5
-    with pytest.raises(ValueError, match="more than the model's maximum of 16"):
+    with pytest.raises(ValueError, match="maximum context length is 16 tokens"):
         engine.embed(LONG)  # what long-text is for
 
 

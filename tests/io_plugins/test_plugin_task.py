@@ -104,7 +104,7 @@ def test_bad_prompts_from_pre_process_are_attributed(tiny_bert_dir, parts):
     engine = Engine(str(tiny_bert_dir), io_processor_plugin="sum", max_model_len=8)
     ok, too_long = engine.encode_plugin_batch([{"texts": ["ok"]}, {"texts": ["word " * 20]}])
     assert isinstance(ok, list)
-    assert "IO processor 'sum'" in str(too_long) and "more than the model's maximum of 8" in str(too_long)
+    assert "IO processor 'sum'" in str(too_long) and "maximum context length is 8 tokens" in str(too_long)
 
 
 def test_processor_for_a_task_the_model_lacks(tiny_bert_dir, fresh_host):

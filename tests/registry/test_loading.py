@@ -66,11 +66,13 @@ def test_plugins_register_parts(fake_eps):
     assert host.plugins[0].registered == {"architectures": ["AModel"]}
 
 
-def test_broken_import_is_reported_by_name_and_others_load(fake_eps):
+def test_broken_import_is_reported_by_name_and_others_load(fake_eps, caplog):
     fake_eps.append(FakeEntryPoint("broken", "pk_does_not_exist", "dist-broken"))
     fake_eps.append(FakeEntryPoint("good", _module("pk_good", register_architectures=_arch_plugin("GoodModel")), "dist-good"))
     with pytest.warns(RuntimeWarning, match=r"(?s)plugin 'broken' \(distribution dist-broken 1.0.*No module named 'pk_does_not_exist'"):
         host = PluginHost().load()
+    [logged] = [r for r in caplog.records if r.name == "poolkit.registry"]  # logged too, with its traceback
+    assert logged.levelname == "WARNING" and "plugin 'broken'" in logged.getMessage() and logged.exc_info
     assert "GoodModel" in host.registry("architectures")
     [failed] = host.failures()
     assert failed.name == "broken" and "ModuleNotFoundError" in failed.error
