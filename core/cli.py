@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+LEVELS = ("critical", "error", "warning", "info", "debug")  # poolkit.logs.LEVELS (not imported: light CLI start)
 
 
 def default_model() -> str:
@@ -21,39 +23,80 @@ def default_model() -> str:
 
 
 def _embed_source(args: argparse.Namespace) -> str | list[str]:
-    """The input file (``-f FILE``, or one TEXT argument naming an existing file), else the texts themselves."""
+    """The input file (``-f FILE``, or one TEXT argument naming an existing file), else the texts themselves.
+
+    Without either, a piped stdin is the input (``-f -``: a text per line); a terminal's is not read.
+    """
+    from poolkit.jobs import _INPUT_EXTENSIONS
+
     texts = list(args.texts)
     if args.file is not None:
         if texts:
             raise SystemExit("poolkit embed: give texts or --file, not both")
         return args.file
     if not texts:
-        raise SystemExit("poolkit embed: nothing to embed (give texts, an INPUT file, or --file FILE)")
-    if len(texts) == 1 and not args.literal and os.path.isfile(texts[0]):
-        return texts[0]
+        try:
+            piped = sys.stdin is not None and not sys.stdin.isatty()
+        except (ValueError, AttributeError):  # a closed or odd stdin: nothing to read
+            piped = False
+        if piped:
+            return "-"
+        raise SystemExit("poolkit embed: nothing to embed (give texts, an INPUT file, --file FILE, "
+                         "or pipe texts on stdin)")
+    if len(texts) == 1 and not args.literal:
+        text = texts[0]
+        if os.path.isfile(text):
+            return text
+        looks_like_path = "\n" not in text and (
+            any(sep and sep in text for sep in (os.sep, os.altsep, "/"))
+            or os.path.splitext(text)[1].lower() in _INPUT_EXTENSIONS)
+        if looks_like_path:
+            print(f"poolkit embed: warning: {text!r} is not a file; embedding it as text "
+                  f"(use --literal to silence this)", file=sys.stderr)
     return texts
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    import logging
+
     from poolkit import Engine
-    from poolkit.jobs import EmbedJob, run_job, summary
+    from poolkit.jobs import EmbedJob, check_output, run_job, summary
 
     source = _embed_source(args)
+    if args.output is not None:
+        check_output(args.output, mkdir=args.mkdir)  # before the model loads: a one-line error, exit status 2
+    try:
+        bar = args.progress or sys.stderr.isatty()
+    except (ValueError, AttributeError):
+        bar = args.progress
     job = EmbedJob(source, args.output, input_format=args.input_format, output_format=args.output_format,
                    text_field=args.text_field, id_field=args.id_field, task=args.task,
                    output_column=args.output_column, dimensions=args.dimensions,
                    normalize=False if args.no_normalize else None, use_activation=False if args.no_activation else None,
                    truncate_prompt_tokens=args.truncate_prompt_tokens, prompt_name=args.prompt_name,
-                   chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart, progress=not args.quiet)
+                   chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart,
+                   progress=bool(bar) and not args.quiet)
     engine = Engine(args.model or default_model(), dtype=args.dtype, device=args.device,
                     max_batch_tokens=args.max_batch_tokens, max_model_len=args.max_model_len,
                     pooler_config=_json_arg(args.pooler_config))
+    # the job's notes on stderr: skipped rows always, a resumed run's position unless --quiet
+    job_log = logging.getLogger("poolkit.jobs")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    saved = job_log.level, job_log.propagate
+    job_log.addHandler(handler)
+    job_log.setLevel(logging.INFO)
+    job_log.propagate = False
     try:
         result = run_job(engine, job)
     except KeyboardInterrupt:
         if args.output and not isinstance(source, list) and source != "-":
             print(f"poolkit embed: interrupted; run the same command again to resume {args.output}", file=sys.stderr)
         return 130
+    finally:
+        job_log.removeHandler(handler)
+        job_log.setLevel(saved[0])
+        job_log.propagate = saved[1]
     if not args.quiet:
         print(summary(result, args.task), file=sys.stderr)
     return 0
@@ -87,6 +130,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from poolkit.server.state import Limits
     except ImportError as exc:
         raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
+    from poolkit.logs import configure_logging, log_level
+
+    level = log_level(args.log_level)
+    configure_logging(level)
+    log = logging.getLogger("poolkit.server")
     models = [args.model_path, *(args.model or [])]
     names = list(args.served_model_name or [])
     if len(names) > len(models):
@@ -97,20 +145,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine_args = dict(runner=args.runner, convert=args.convert, pooler_config=_json_arg(args.pooler_config),
                        hf_overrides=_json_arg(args.hf_overrides), dtype=args.dtype, device=args.device,
                        max_model_len=args.max_model_len, max_batch_tokens=args.max_batch_tokens,
-                       trust_remote_code=args.trust_remote_code, revision=args.revision,
-                       io_processor_plugin=args.io_processor_plugin)
+                       trust_remote_code=args.trust_remote_code, revision=args.revision, kernels=args.kernels,
+                       io_processor_plugin=args.io_processor_plugin, auto_truncate=args.auto_truncate)
 
-    def load_engines():
+    def load_engines() -> dict:
         from poolkit import Engine
 
         return {name: Engine(model, served_model_name=name, **engine_args) for name, model in zip(names, models)}
 
+    if not args.background_load:  # fail fast: every model loads before the port is bound
+        from poolkit import Engine
+
+        engines = {}
+        for name, model in zip(names, models):
+            try:
+                engines[name] = Engine(model, served_model_name=name, **engine_args)
+            except Exception as exc:  # one line naming the model and the cause; the traceback at debug level
+                log.debug("loading %s failed", model, exc_info=True)
+                cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                print(f"poolkit serve: error: cannot load model {model!r}: {type(exc).__name__}: {cause}",
+                      file=sys.stderr)
+                return 1
+        load_engines = lambda: engines  # noqa: E731
     limits = Limits(max_client_batch_size=args.max_client_batch_size, max_body_bytes=args.max_body_bytes,
                     max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,
                     max_batch_tokens=args.max_batch_tokens)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("POOLKIT_API_KEY") or None
     engine_loop = EngineLoop()
-    app = create_app(load_engines, limits=limits, api_key=args.api_key, engine_loop=engine_loop)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    app = create_app(load_engines, limits=limits, api_key=api_key, engine_loop=engine_loop,
+                     background_load=args.background_load, shutdown_timeout=args.shutdown_timeout)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=level, access_log=args.access_log)
+    import torch
+
+    log.info("serving %s on http://%s:%d with %d torch threads; limits: %s; shutdown timeout %g s; API key %s",
+             names, args.host, args.port, torch.get_num_threads(), vars(limits), args.shutdown_timeout,
+             "required" if api_key else "not required")
     return serve(app, engine_loop, config)
 
 
@@ -147,6 +216,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and appends each option's default unless its help states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text or not action.option_strings \
+                or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poolkit",
@@ -164,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a pooling model over texts and write one result per text.\n\n"
                     "INPUT: a single TEXT argument that names an existing file is read as the input file\n"
                     "(--literal embeds it as a text instead); -f FILE says so explicitly ('-' reads stdin);\n"
-                    "otherwise the TEXT arguments are the texts.\n\n"
+                    "otherwise the TEXT arguments are the texts. With neither, a piped stdin is read, a text\n"
+                    "per line (echo hi | poolkit embed).\n\n"
                     "Input format by extension: .jsonl/.ndjson (--text-field), .csv/.tsv (a header row,\n"
                     "--text-column), .parquet (--text-column), anything else one text per line.\n"
                     "Output format by extension: .parquet (columns id + vector), .npy (float32 matrix),\n"
@@ -172,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "The input streams in chunks of --chunk-size texts (a Parquet row group each), so memory\n"
                     "stays flat. An interrupted job keeps its progress in OUTPUT.partial/: run the same\n"
                     "command again to resume it. Malformed rows (bad JSON, a missing field, an empty text)\n"
-                    "stop the job with their line number, or with --on-error skip are reported and counted.",
+                    "stop the job with their line number, or with --on-error skip are reported and counted.\n\n"
+                    "A progress bar (texts, texts/s, ETA; advanced after each forward pass) shows on stderr\n"
+                    "when it is a terminal; --progress shows it anyway, --quiet never.",
         epilog="Examples:\n  poolkit embed 'hello world' 'another text'\n"
                "  poolkit embed docs.jsonl --text-field body -o vectors.parquet\n"
                "  poolkit embed reviews.csv --text-column review --task classify -o labels.parquet --on-error skip\n"
@@ -183,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "--input-format jsonl)")
     embed.add_argument("--literal", action="store_true", help="embed TEXT as given even if it names a file")
     embed.add_argument("-o", "--output", help="write to OUTPUT: .parquet, .npy, or anything else JSONL "
-                                              "(default: JSONL on stdout, not resumable)")
+                                              "(default: JSONL on stdout, not resumable); its directory must "
+                                              "exist (see --mkdir)")
+    embed.add_argument("--mkdir", action="store_true",
+                       help="create OUTPUT's directory, and any missing parent, if it does not exist "
+                            "(without it, a missing directory is an error)")
     embed.add_argument("-m", "--model", help=f"model directory or hub id (default: packaged {DEFAULT_MODEL_ID})")
     embed.add_argument("--task", default="embed", choices=("embed", "classify", "token_embed", "token_classify"),
                        help="what to compute per text (default: embed); token_* give a matrix per text "
@@ -216,38 +303,71 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a malformed row stops the job (default), or is skipped, reported and counted")
     embed.add_argument("--restart", action="store_true",
                        help="discard an interrupted run's OUTPUT.partial/ instead of resuming it")
+    embed.add_argument("--progress", action="store_true",
+                       help="show the progress bar even when stderr is not a terminal (a log file, a pipe)")
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr "
-                                                                  "(skipped rows are still reported)")
+                                                                  "(skipped rows are still reported); "
+                                                                  "overrides --progress")
     embed.set_defaults(func=cmd_embed)
 
-    serve = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API",
+    serve = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API", formatter_class=HelpFormatter,
                            description="Serve one or more pooling models: /v1/embeddings, /pooling, /classify, "
-                                       "/score, /rerank, /tokenize, /v1/models, /health, /metrics.")
+                                       "/score, /rerank, /tokenize, /v1/models, /health, /metrics, /docs.\n\n"
+                                       "Every model loads before the port is bound; one that cannot load ends the "
+                                       "command with status 1 and one line on stderr naming it.\n\n"
+                                       "Truncation: a model with a Sentence Transformers max_seq_length truncates "
+                                       "longer inputs to it (as SentenceTransformer.encode does); for other models, "
+                                       "or with --no-auto-truncate, an input longer than max_model_len is a 400. "
+                                       "A request's truncate_prompt_tokens always truncates. /v1/models and "
+                                       "/tokenize report the max_model_len actually applied.",
+                           epilog="Environment: POOLKIT_API_KEY (the API key when --api-key is not given), "
+                                  "POOLKIT_LOG_LEVEL (when --log-level is not given).")
     serve.add_argument("model_path", metavar="MODEL", help="model directory or hub id")
     serve.add_argument("--model", action="append", metavar="MODEL", help="serve another model too (repeatable); "
                        "requests pick one by their 'model' field")
     serve.add_argument("--served-model-name", action="append", metavar="NAME",
                        help="name clients use for each model, in order (default: the MODEL argument)")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health")
-    serve.add_argument("--runner", default="auto", help="auto or pooling")
-    serve.add_argument("--convert", default="auto", help="auto, none, embed or classify")
-    serve.add_argument("--pooler-config", help="JSON, e.g. '{\"pooling_type\": \"MEAN\"}'")
-    serve.add_argument("--hf-overrides", help="JSON merged into config.json")
-    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (float16 on GPU)")
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    serve.add_argument("--max-model-len", type=int, help="cap on tokens per input")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address")
+    serve.add_argument("--port", type=int, default=8000, help="port")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health "
+                                         "(default: $POOLKIT_API_KEY; none: no key required). Prefer the "
+                                         "environment variable: a flag is visible to every user in ps")
+    serve.add_argument("--runner", default="auto", choices=("auto", "pooling"), help="model runner (pooling only)")
+    serve.add_argument("--convert", default="auto", choices=("auto", "none", "embed", "classify"),
+                       help="serve a model as another kind (see docs/configuration.md)")
+    serve.add_argument("--pooler-config", metavar="JSON", help="pooler settings, e.g. '{\"pooling_type\": \"MEAN\"}'")
+    serve.add_argument("--hf-overrides", metavar="JSON", help="keys merged into config.json before it is read")
+    serve.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                       help="auto: float32 on CPU, bfloat16 on GPU; float16 is GPU only")
+    serve.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    serve.add_argument("--kernels", default="auto", choices=("auto", "torch"),
+                       help="auto: oneDNN prepacked linears on CPU when they pass a probe; torch: plain F.linear")
+    serve.add_argument("--max-model-len", type=int, help="the limit on tokens per input (default: the Sentence "
+                       "Transformers max_seq_length, else the model's position limit)")
+    serve.add_argument("--auto-truncate", action=argparse.BooleanOptionalAction, default=None,
+                       help="truncate inputs longer than max_model_len (--auto-truncate) or answer them with a 400 "
+                            "(--no-auto-truncate, OpenAI's behaviour) (default: truncate for models with a "
+                            "Sentence Transformers max_seq_length, 400 for the others)")
     serve.add_argument("--max-batch-tokens", type=int, default=2048, help="token budget of one forward pass")
-    serve.add_argument("--max-concurrent-requests", type=int, default=512, help="beyond this: 429")
-    serve.add_argument("--max-queue-tokens", type=int, default=1_000_000, help="queued tokens beyond this: 429")
+    serve.add_argument("--max-concurrent-requests", type=int, default=512,
+                       help="requests in flight per model; beyond this: 429")
+    serve.add_argument("--max-queue-tokens", type=int, default=1_000_000, help="queued tokens beyond this: 429 "
+                       "(one request larger than this: 413)")
     serve.add_argument("--max-client-batch-size", type=int, default=1024, help="inputs per request beyond this: 413")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request bodies beyond this: 413")
-    serve.add_argument("--io-processor-plugin", help="IO processor of the 'plugin' task on /pooling "
+    serve.add_argument("--io-processor-plugin", metavar="NAME", help="IO processor of the 'plugin' task on /pooling "
                        "(default: config.json's io_processor_plugin)")
-    serve.add_argument("--trust-remote-code", action="store_true")
-    serve.add_argument("--revision", help="hub revision")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--trust-remote-code", action="store_true",
+                       help="allow the model's own Python code from the hub (tokenizer, config) to run")
+    serve.add_argument("--revision", help="hub revision (branch, tag or commit) of every MODEL (default: main)")
+    serve.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM, how long requests in flight may finish; what is left gets a JSON 503")
+    serve.add_argument("--background-load", action="store_true",
+                       help="bind at once and load the models in the background (/health is 503 until they are "
+                            "loaded; a load failure shows there), for orchestrators that probe /health")
+    serve.add_argument("--log-level", type=str.lower, choices=LEVELS,
+                       help="log level of poolkit and uvicorn (default: $POOLKIT_LOG_LEVEL, else info)")
+    serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request (uvicorn's access log)")
     serve.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="print the supported architectures x tasks table (Markdown)",

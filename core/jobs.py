@@ -16,7 +16,8 @@ Malformed rows (invalid UTF-8 or JSON, a missing field, an empty text, a CSV row
 differs from the header's, a text the model refuses) stop the job with their line number
 (``on_error="stop"``), or with ``on_error="skip"`` are reported one line each and counted; they are
 never dropped silently. Skipped rows leave no row in the output (.npy rows then no longer line up
-with input lines: use Parquet or JSONL, which carry the id).
+with input lines: use Parquet or JSONL, which carry the id). Reports go to the ``poolkit.jobs``
+logger (or to :func:`run_job`'s ``log`` stream); the library prints nothing but its progress bar.
 
 Resuming. Until it completes, a job lives in ``OUTPUT.partial/``: ``manifest.json`` (what the job
 is, how far the input was read, what was written) next to the data written so far. Each chunk is
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import shutil
@@ -53,6 +55,7 @@ _INPUT_EXTENSIONS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson"
 _OUTPUT_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
 _NPY_HEADER = 128  # bytes reserved at the start of a .npy being written; the real header goes there at the end
 MANIFEST_VERSION = 1
+logger = logging.getLogger("poolkit.jobs")  # skipped rows (WARNING) and a resumed run's position (INFO)
 
 
 class JobError(ValueError):
@@ -368,6 +371,31 @@ def open_reader(source: str | list[str], fmt: str | None = None, text_field: str
 # --- the job's state on disk -----------------------------------------------------------------------------
 
 
+def check_output(output: str | Path, mkdir: bool = False, hint: str = " (pass --mkdir to create it)") -> None:
+    """Fail now, with a :class:`JobError` naming ``output`` and the reason, if the job could not write it.
+
+    Its directory must exist (``mkdir=True`` creates it and any missing parent; otherwise the error
+    ends with ``hint``) and be writable; ``output`` itself must not be a directory.
+    """
+    output = Path(output)
+    parent = output.parent
+    if output.is_dir():
+        raise JobError(f"cannot write {output}: it is a directory")
+    existing = next(p for p in (parent, *parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        raise JobError(f"cannot write {output}: {existing} is a file, not a directory")
+    if existing != parent and not mkdir:
+        raise JobError(f"cannot write {output}: directory {parent} does not exist{hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "directory" if existing == parent else f"cannot create {parent}:"
+        raise JobError(f"cannot write {output}: {what} {existing} is not writable")
+    if existing != parent:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JobError(f"cannot write {output}: cannot create directory {parent}: {exc.strerror or exc}") from None
+
+
 def partial_dir(output: str | Path) -> Path:
     """Where a job writing ``output`` keeps its manifest and data until it completes."""
     output = Path(output)
@@ -610,6 +638,8 @@ class EmbedJob:
     :param chunk_size: texts read, run and written at a time (a Parquet row group each).
     :param on_error: ``"stop"`` at the first malformed row, or ``"skip"`` it (reported and counted).
     :param restart: discard an unfinished run of this output instead of resuming it.
+    :param progress: a tqdm bar on stderr, advanced after each forward pass (the CLI shows it when
+        stderr is a terminal, or with ``--progress``).
     """
 
     source: str | list[str]
@@ -647,11 +677,14 @@ def embed_file(engine: Any, source: str | list[str], output: str | None = None, 
 
 
 def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
-    """Stream ``job.source`` through ``engine`` into ``job.output``, resuming an interrupted run of it."""
+    """Stream ``job.source`` through ``engine`` into ``job.output``, resuming an interrupted run of it.
+
+    Skipped rows (a warning each) and a resumed run's position (info) go to ``log``, a text stream,
+    when given, else to the ``poolkit.jobs`` logger; nothing is printed.
+    """
     from poolkit.engine import make_batches, release_freed_memory
     from poolkit.params import PoolingParams
 
-    log = log or sys.stderr
     start_time = time.perf_counter()
     if job.task not in TASKS:
         raise JobError(f"task {job.task!r}; a batch job runs one of {', '.join(TASKS)}")
@@ -664,6 +697,8 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
         raise JobError(f"{out_format} output needs an output file")
     if out_format == "npy" and job.task.startswith("token_"):
         raise JobError(f"{job.task} gives a matrix per text, which a .npy matrix cannot hold: write .parquet or .jsonl")
+    if job.output is not None:
+        check_output(job.output, mkdir=True)  # a clear error, not an OSError from deep inside the job
     params = PoolingParams(dimensions=job.dimensions, normalize=job.normalize, use_activation=job.use_activation,
                            truncate_prompt_tokens=job.truncate_prompt_tokens)
     adapter = engine.task(job.task)
@@ -682,15 +717,29 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
                            "output_format": out_format, "output_column": column}
         state = JobState.open(job.output, fingerprint, restart=job.restart)
     bar = None
+
+    def note(message: str, level: int = logging.WARNING) -> None:
+        if log is not None:
+            if bar is not None:
+                bar.write(message, file=log)
+            else:
+                log.write(message + "\n")
+                log.flush()
+        elif bar is not None:
+            with bar.external_write_mode(file=sys.stderr):  # clear the bar, log, redraw it
+                logger.log(level, message)
+        else:
+            logger.log(level, message)
+
     try:
         writer = _WRITERS[out_format](state, column, job.id_field, reader.id_type, metadata,
                                       **({"stream": sys.stdout} if state is None else {}))
         manifest = state.manifest if state else {"cursor": None, "rows": 0, "skipped": 0, "dim": None}
         resumed_rows = manifest["rows"]
-        if state is not None and state.resumed and job.progress:
-            print(f"poolkit: resuming {job.output}: {resumed_rows} rows were written; going on after "
-                  f"{reader.unit} {manifest['cursor'].get('line', manifest['cursor']['index'])} of {reader.name}",
-                  file=log)
+        if state is not None and state.resumed:
+            note(f"poolkit: resuming {job.output}: {resumed_rows} rows were written; going on after "
+                 f"{reader.unit} {manifest['cursor'].get('line', manifest['cursor']['index'])} of {reader.name}",
+                 logging.INFO)
         bar = _progress(job, reader, manifest)
 
         def report(row: Row, reason: str) -> None:
@@ -699,8 +748,7 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
                 kept = (f"; the chunks before it are kept in {state.dir} and the same command resumes there"
                         if state is not None and state.manifest["job"] is not None else "")
                 raise JobError(f"{where}: {reason} (pass --on-error skip to skip malformed rows{kept})")
-            message = f"poolkit: skipped {where}: {reason}"
-            bar.write(message, file=log) if bar is not None else print(message, file=log)
+            note(f"poolkit: skipped {where}: {reason}")
 
         batches, any_record = 0, manifest["cursor"] is not None
         rows_done, skipped, dim = manifest["rows"], manifest["skipped"], manifest["dim"]
@@ -710,21 +758,23 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
             for row, reason in sorted([(r, r.error) for r in chunk if r.error] + failed, key=lambda f: f[0].index):
                 report(row, reason)  # in input order: with on_error="stop", the first one stops the job
                 skipped += 1
+            if bar is not None and len(good) < len(chunk):
+                bar.update(len(chunk) - len(good))  # the skipped rows are done too
             values: list[Any] = [None] * len(tokens)
             for idx in make_batches([len(t.ids) for t in tokens], engine.max_batch_tokens):
                 pooled = engine.run_batch(adapter, [tokens[i] for i in idx], [row_params[i] for i in idx])
-                for i, value in zip(idx, pooled):
+                for i, value in zip(idx, pooled):  # back in input order
                     values[i] = value.numpy()
                 batches += 1
+                if bar is not None:  # the bar moves per forward pass, by its texts
+                    bar.set_postfix(batches=batches, refresh=False)
+                    bar.update(len(idx))
             if values:
                 dim = int(values[0].shape[-1])
             changes = writer.write(good, values)  # durable before the manifest says so
             rows_done += len(good)
             if state is not None:
                 state.commit(cursor=cursor, rows=rows_done, skipped=skipped, dim=dim, **changes)
-            if bar is not None:
-                bar.set_postfix(batches=batches, refresh=False)
-                bar.update(len(chunk))
             del chunk, good, tokens, values
             release_freed_memory(collect=False)  # the chunk's heap back to the OS: RSS stays flat
         if not any_record:
@@ -743,14 +793,26 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
 
 
 def _progress(job: EmbedJob, reader: Reader, manifest: dict[str, Any]) -> Any:
-    """A tqdm bar in texts with rate and ETA (when the input's size is cheap to know), or None."""
+    """A tqdm bar in texts with rate and ETA (when the input's size is cheap to know), or None.
+
+    It is updated once per forward pass and redrawn at most every ``mininterval`` seconds; the
+    environment variables ``TQDM_MININTERVAL`` (0: redraw at every pass), ``TQDM_MINITERS``,
+    ``TQDM_SMOOTHING`` and ``TQDM_DYNAMIC_NCOLS`` override these settings.
+    """
     if not job.progress:
         return None
     from tqdm.auto import tqdm
 
     done = (manifest["cursor"] or {}).get("index", 0)
-    return tqdm(total=reader.count(), initial=done, desc=job.task, unit="texts", file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
+    options: dict[str, Any] = {"dynamic_ncols": True, "mininterval": 0.5, "miniters": 1, "smoothing": 0.05}
+    for key, value in options.items():  # tqdm reads TQDM_* once, at import, and an argument beats it: read it here
+        env = os.environ.get(f"TQDM_{key.upper()}")
+        if env is not None:
+            try:
+                options[key] = env.lower() in ("1", "true", "yes") if isinstance(value, bool) else type(value)(env)
+            except ValueError:
+                pass
+    return tqdm(total=reader.count(), initial=done, desc=job.task, unit="texts", file=sys.stderr, **options)
 
 
 def _chunks(rows: Iterator[tuple[Row, dict[str, int]]], size: int) -> Iterator[tuple[list[Row], dict[str, int]]]:
@@ -779,12 +841,23 @@ def _prepare(engine: Any, job: EmbedJob, params: Any, rows: list[Row]) -> tuple[
         try:
             _, t, p = engine.prepare([row.text], job.task, params, prompt_name=job.prompt_name)
         except (ValueError, TypeError) as exc:
-            failed.append((row, re.sub(r"^Prompt 0\b", "the text", str(exc))))
+            failed.append((row, _row_reason(exc)))
             continue
         good.append(row)
         tokens += t
         row_params += p
     return good, tokens, row_params, failed
+
+
+def _row_reason(exc: Exception) -> str:
+    """The engine's refusal of a single text, worded for the row: "the text", not "prompt 0"."""
+    text = str(exc)
+    too_long = re.match(r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) tokens",
+                        text)
+    if too_long:
+        return (f"the text has {too_long[2]} tokens, more than the model's maximum of {too_long[1]} "
+                f"(--truncate-prompt-tokens -1 truncates it)")
+    return re.sub(r"^Prompt 0\b", "the text", text.replace(" (prompt 0)", ""))
 
 
 def summary(result: JobResult, task: str) -> str:

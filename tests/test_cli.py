@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 
@@ -28,7 +30,7 @@ def test_embed_file_to_npy_with_progress_bar(tiny_bert_dir, tmp_path, capsys):
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
     out = tmp_path / "out.npy"
     assert main(["embed", "--model", str(tiny_bert_dir), "--max-batch-tokens", "512", "-f", str(tmp_path / "in.txt"),
-                 "-o", str(out)]) == 0
+                 "-o", str(out), "--progress"]) == 0  # capsys' stderr is no terminal: --progress forces the bar
     err = capsys.readouterr().err
     assert "batch" in err and "wrote 300 embeddings of 32 dimensions" in err  # tqdm bar + summary on stderr
     vectors = np.load(out)
@@ -36,11 +38,103 @@ def test_embed_file_to_npy_with_progress_bar(tiny_bert_dir, tmp_path, capsys):
     assert vectors.shape == (300, 32) and testing.max_abs_diff(vectors, want) <= 1e-6
 
 
-def test_embed_errors_are_one_line(tiny_bert_dir, capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_embed_errors_are_one_line(tiny_bert_dir, capsys, monkeypatch):
     assert main(["embed", "--model", str(tiny_bert_dir), "--dimensions", "8", "x"]) == 2
     assert "does not support matryoshka representation" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", _Terminal())  # a terminal's stdin is not read
     with pytest.raises(SystemExit, match="nothing to embed"):
         main(["embed", "--model", str(tiny_bert_dir)])
+
+
+def _embed_cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poolkit.cli", "embed", *map(str, argv)], capture_output=True,
+                          timeout=120, **kwargs)
+
+
+def test_piped_stdin_is_the_input_a_text_per_line(tiny_bert_dir):
+    texts = ["hello from a pipe", "second line", "ünïcödé third"]
+    proc = _embed_cli("-m", tiny_bert_dir, input="".join(t + "\n" for t in texts).encode())  # echo ... | poolkit embed
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    want = torch.stack([o.outputs.data for o in Engine(str(tiny_bert_dir)).embed(texts)])
+    assert testing.max_abs_diff(torch.tensor([r["embedding"] for r in rows]), want) <= 1e-6
+    assert "wrote 3 embeddings of 32 dimensions to stdout" in proc.stderr.decode()
+
+
+def test_terminal_stdin_and_no_texts_is_the_one_line_error(tiny_bert_dir):
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = _embed_cli("-m", tiny_bert_dir, stdin=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.startswith("poolkit embed: nothing to embed") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "under a file", "no parent", "no grandparent", "a directory",
+                                  "not writable"])
+def test_unwritable_output_is_a_one_line_error_before_the_model_loads(tmp_path, capsys, monkeypatch, case):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "locked").mkdir()
+    output, reason = {
+        "parent is a file": ("afile/out.npy", "{d}/afile is a file, not a directory"),
+        "under a file": ("afile/sub/out.npy", "{d}/afile is a file, not a directory"),
+        "no parent": ("new/out.npy", "directory {d}/new does not exist (pass --mkdir to create it)"),
+        "no grandparent": ("new/sub/out.npy", "directory {d}/new/sub does not exist (pass --mkdir to create it)"),
+        "a directory": ("locked", "it is a directory"),
+        "not writable": ("locked/out.npy", "directory {d}/locked is not writable"),
+    }[case]
+    if case == "not writable":
+        os.chmod(tmp_path / "locked", 0o500)
+        real_access = os.access  # root may write anywhere: make the directory unwritable for root too
+        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(tmp_path / "locked")
+                            else real_access(p, mode, *a, **k))
+    out = tmp_path / output
+    # no model at -m: an error about it would mean the model was loaded before the output was checked
+    code = main(["embed", "-m", str(tmp_path / "no-model-here"), "some text", "-o", str(out)])
+    err = capsys.readouterr().err
+    os.chmod(tmp_path / "locked", 0o700)
+    assert code == 2
+    assert err == f"poolkit embed: error: cannot write {out}: {reason.format(d=tmp_path)}\n"  # one line, no traceback
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "locked").iterdir())
+
+
+def test_mkdir_creates_the_output_directory(tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "out.npy"
+    assert main(["embed", "-m", str(tiny_bert_dir), "-q", "--mkdir", "one", "two", "-o", str(out)]) == 0
+    want = torch.stack([o.outputs.data for o in Engine(str(tiny_bert_dir)).embed(["one", "two"])])
+    assert testing.max_abs_diff(np.load(out), want) <= 1e-6
+    (tmp_path / "afile").write_text("x")
+    assert main(["embed", "-m", str(tiny_bert_dir), "x", "--mkdir", "-o", str(tmp_path / "afile" / "o.npy")]) == 2
+    assert "afile is a file, not a directory" in capsys.readouterr().err  # --mkdir cannot help there
+
+
+@pytest.mark.parametrize("arg", ["data/x.txt", "notes.csv", "corpus.JSONL", "./missing"])
+def test_a_missing_path_like_argument_is_embedded_as_text_with_a_warning(tiny_bert_dir, capsys, arg):
+    assert main(["embed", "-m", str(tiny_bert_dir), "-q", arg]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"poolkit embed: warning: {arg!r} is not a file; embedding it as text "
+                            f"(use --literal to silence this)\n")
+    (row,) = [json.loads(line) for line in captured.out.splitlines()]
+    want = Engine(str(tiny_bert_dir)).embed(arg)[0].outputs.data
+    assert testing.max_abs_diff(torch.tensor(row["embedding"]), want) <= 1e-6
+    assert main(["embed", "-m", str(tiny_bert_dir), "-q", "--literal", arg]) == 0  # --literal: no warning
+    assert capsys.readouterr().err == ""
+
+
+def test_plain_texts_get_no_path_warning(tiny_bert_dir, capsys):
+    assert main(["embed", "-m", str(tiny_bert_dir), "-q", "just a sentence."]) == 0
+    assert main(["embed", "-m", str(tiny_bert_dir), "-q", "data/x.txt", "two texts: never a file"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_help_reads_well():
@@ -48,6 +142,7 @@ def test_help_reads_well():
     assert "embed" in out and "plugins" in out and "Examples" in out
     out = subprocess.run([sys.executable, "-m", "poolkit.cli", "embed", "--help"], capture_output=True, text=True).stdout
     assert "--output" in out and "--dimensions" in out
+    assert "--mkdir" in out and "--progress" in out and "piped stdin" in out
 
 
 def test_plugins_lists_builtins(capsys):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -188,11 +190,50 @@ def test_too_long_text_is_a_row_error_unless_truncated(tiny_bert_dir, tmp_path, 
 
 def test_progress_bar_rate_eta_and_quiet(tiny_bert_dir, tmp_path, capsys):
     src = write_input(tmp_path / "in.txt", TEXTS, "txt")
-    assert run("-m", tiny_bert_dir, src, "-o", tmp_path / "o.parquet", "--chunk-size", 10) == 0
+    assert run("-m", tiny_bert_dir, src, "-o", tmp_path / "o.parquet", "--chunk-size", 10, "--progress") == 0
     err = capsys.readouterr().err
     assert "30/30" in err and "texts/s" in err and "<00:00" in err and "batches=" in err  # counted total, rate, ETA
     assert "wrote 30 embeddings of 32 dimensions to" in err
-    assert run("-m", tiny_bert_dir, src, "-o", tmp_path / "q.parquet", "--quiet") == 0
+    assert run("-m", tiny_bert_dir, src, "-o", tmp_path / "q.parquet", "--quiet", "--progress") == 0
+    assert capsys.readouterr().err == ""  # --quiet beats --progress
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_bert_dir, tmp_path, capsys):
+    src = write_input(tmp_path / "in.txt", TEXTS, "txt")
+    assert run("-m", tiny_bert_dir, src, "-o", tmp_path / "o.parquet") == 0  # capsys' stderr is no terminal
+    err = capsys.readouterr().err
+    assert err == f"poolkit: wrote 30 embeddings of 32 dimensions to {tmp_path / 'o.parquet'}\n"  # the summary only
+
+
+def test_progress_bar_advances_per_forward_pass(tiny_bert_dir, tmp_path, capsys, monkeypatch, engine):
+    """Not per chunk: with 16 texts a chunk and a few texts a forward pass, the bar shows counts between chunks."""
+    from poolkit.engine import make_batches
+
+    texts = TEXTS[:6] + [f"text number {i}" for i in range(34)]
+    src = write_input(tmp_path / "in.txt", texts, "txt")
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # redraw at every update, however fast the tiny model is
+    out = tmp_path / "o.npy"
+    assert run("-m", tiny_bert_dir, src, "-o", out, "--chunk-size", 16, "--max-batch-tokens", 48, "--progress") == 0
+    err = capsys.readouterr().err
+    counts = [int(c) for c in re.findall(r"\b(\d+)/40\b", err)]
+    assert counts[0] == 0 and counts[-1] == 40 and counts == sorted(counts), err
+    between = sorted({c for c in counts if c % 16 and c != 40})
+    passes = sum(len(make_batches([len(t.ids) for t in engine.prepare(texts[i:i + 16], "embed")[1]], 48))
+                 for i in range(0, 40, 16))
+    assert passes > 3 and len(set(counts) - {0}) == passes and between, (passes, counts)  # one step per pass
+    assert f"batches={passes}" in err and "wrote 40 embeddings of 32 dimensions" in err
+    want = np.stack([o.outputs.data.numpy() for o in engine.embed(texts)])
+    assert testing.max_abs_diff(np.load(out), want) <= 1e-6  # batched longest first, written in input order
+
+
+def test_library_jobs_log_instead_of_printing(engine, tmp_path, capsys, caplog):
+    src = tmp_path / "in.txt"
+    src.write_text("one\n\nthree\n")
+    with caplog.at_level(logging.INFO, logger="poolkit.jobs"):
+        result = embed_file(engine, str(src), str(tmp_path / "o.npy"), on_error="skip", progress=False)
+    assert (result.rows, result.skipped) == (2, 1)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("poolkit.jobs", logging.WARNING, f"poolkit: skipped {src} line 2: empty line")]
     assert capsys.readouterr().err == ""
 
 
