@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = sub.add_parser(
         "embed", help="embed texts, or a file of them (txt, JSONL, CSV/TSV, Parquet), as a resumable batch job",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Run a pooling model over texts and write one result per text.\n\n"
                     "INPUT: a single TEXT argument that names an existing file is read as the input file\n"
                     "(--literal embeds it as a text instead); -f FILE says so explicitly ('-' reads stdin);\n"
@@ -290,9 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-activation", action="store_true", help="classify/token_classify: raw logits")
     embed.add_argument("--pooler-config", help="JSON, e.g. '{\"pooling_type\": \"MEAN\"}'")
     embed.add_argument("--prompt-name", help="prepend the model's named prompt (config_sentence_transformers.json)")
-    embed.add_argument("--max-model-len", type=int, help="cap on tokens per text (default: the model's limit)")
+    embed.add_argument("--max-model-len", type=int, help="the limit on tokens per text (default: the Sentence "
+                       "Transformers max_seq_length, else the model's position limit)")
     embed.add_argument("--truncate-prompt-tokens", type=int, metavar="N",
-                       help="keep at most N tokens per text (-1: the model's limit); longer texts are errors otherwise")
+                       help="keep at most N tokens per text (-1: max_model_len). Without it, texts longer than "
+                            "max_model_len are truncated when the model has a Sentence Transformers max_seq_length "
+                            "(as SentenceTransformer.encode does), and are row errors otherwise")
     embed.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (default: auto)")
     embed.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     embed.add_argument("--max-batch-tokens", type=int, default=2048, help="token budget per forward pass")
@@ -370,11 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request (uvicorn's access log)")
     serve.set_defaults(func=cmd_serve)
 
-    models = sub.add_parser("models", help="print the supported architectures x tasks table (Markdown)",
+    models = sub.add_parser("models", formatter_class=HelpFormatter, help="print the supported architectures x tasks table (Markdown)",
                             description="Architectures registered by the loaded plugins and the tasks each serves.")
     models.set_defaults(func=cmd_models)
 
-    plugins = sub.add_parser("plugins", help="list loaded plugins and what they registered (JSON)",
+    plugins = sub.add_parser("plugins", formatter_class=HelpFormatter, help="list loaded plugins and what they registered (JSON)",
                              description="List every plugin of the poolkit.plugins entry-point group, built-ins "
                                          "included: distribution, version, hooks, registered parts, load error.")
     plugins.add_argument("--third-party", action="store_true", help="only plugins from other distributions")

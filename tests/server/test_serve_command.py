@@ -98,12 +98,13 @@ def test_sigterm_answers_what_outlives_the_shutdown_timeout_with_json_503(model_
     assert "Traceback" not in log and "CancelledError" not in log, log[-2000:]
 
 
-def test_every_serve_flag_has_help_and_numeric_defaults_show():
-    parser = build_parser()
-    serve = parser._subparsers._group_actions[0].choices["serve"]
-    for action in serve._actions:
-        assert action.help, f"{action.option_strings or action.dest} has no help text"
-    text = serve.format_help()
+def test_every_flag_has_help_and_numeric_defaults_show():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, f"poolkit {name} {action.option_strings or action.dest} has no help text"
+    text = commands["serve"].format_help()
     for shown in ("(default: 2048)", "(default: 512)", "(default: 1000000)", "(default: 1024)",
                   "(default: 8388608)", "(default: 30.0)", "(default: 8000)", "(default: 127.0.0.1)"):
         assert shown in text, shown
+    assert "(default: 2048)" in commands["embed"].format_help()
