@@ -11,29 +11,7 @@ import torch
 
 from poolkit.batch import PackedBatch
 from poolkit.config import PoolerConfig
-
-
-class PoolingMethod:
-    """Base class. ``__call__`` returns ``(B, C)`` for sequence methods, a list of ``(L_i, C)`` for token methods.
-
-    Built with the model's resolved :class:`poolkit.config.PoolerConfig`, for methods that read it (STEP).
-    """
-
-    supported_tasks: frozenset[str] = frozenset()
-    name = "?"
-
-    def __init__(self, config: PoolerConfig | None = None) -> None:
-        self.config = config
-
-    def __call__(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor | list[torch.Tensor]:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(tasks={sorted(self.supported_tasks)})"
-
-
-SEQUENCE_TASKS = frozenset({"embed", "classify", "score"})
-TOKEN_TASKS = frozenset({"token_embed", "token_classify"})
+from poolkit.pooling import SEQUENCE_TASKS, TOKEN_TASKS, PoolingMethod  # noqa: F401 (their old home: re-exported)
 
 
 def _pool_mask(batch: PackedBatch) -> torch.Tensor | None:
@@ -48,6 +26,7 @@ class CLSPool(PoolingMethod):
     """The first token of each sequence ([CLS] for BERT)."""
 
     name, supported_tasks = "CLS", SEQUENCE_TASKS
+    st_modes = ("cls",)  # Sentence Transformers' pooling mode
 
     def __call__(self, hidden, batch):
         return hidden[batch.cu_seqlens[:-1]]
@@ -57,6 +36,7 @@ class LastPool(PoolingMethod):
     """The last token of each sequence (decoder embedders: the end-of-text token)."""
 
     name, supported_tasks = "LAST", SEQUENCE_TASKS
+    st_modes = ("lasttoken",)  # Sentence Transformers' pooling mode
 
     def __call__(self, hidden, batch):
         return hidden[batch.cu_seqlens[1:] - 1]
@@ -66,6 +46,7 @@ class MeanPool(PoolingMethod):
     """Mean over the tokens of each sequence (Sentence Transformers' ``pooling_mode_mean_tokens``)."""
 
     name, supported_tasks = "MEAN", SEQUENCE_TASKS
+    st_modes = ("mean",)  # Sentence Transformers' pooling mode
 
     def __call__(self, hidden, batch):
         seq = batch.seq_ids
@@ -80,6 +61,7 @@ class MaxPool(PoolingMethod):
     """Element-wise max over the tokens of each sequence (``pooling_mode_max_tokens``)."""
 
     name, supported_tasks = "MAX", SEQUENCE_TASKS
+    st_modes = ("max",)  # Sentence Transformers' pooling mode
 
     def __call__(self, hidden, batch):
         mask = _pool_mask(batch)

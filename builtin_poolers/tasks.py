@@ -30,7 +30,7 @@ def _output_width(ctx: TaskContext, dense: list) -> int | None:
     """Width of the pooled embedding: the last ST Dense layer's, else the model's hidden size (None: unknown)."""
     if dense:
         return dense[-1].out_features
-    return getattr(ctx.model, "hidden_size", None) or getattr(ctx.model_config.hf_config, "hidden_size", None)
+    return ctx.model.hidden_size
 
 
 class EmbedTask(TaskAdapter):
@@ -99,8 +99,9 @@ class TokenEmbedTask(TaskAdapter):
 
     def pool(self, hidden, batch, params):
         out = []
-        embed_tokens = getattr(self.ctx.model, "embed_tokens", None)
-        per_seq = embed_tokens(hidden, batch) if embed_tokens is not None else self.method(hidden, batch)
+        per_seq = self.ctx.model.embed_tokens(hidden, batch)  # None: the hidden states themselves (ALL)
+        if per_seq is None:
+            per_seq = self.method(hidden, batch)
         for tokens, p in zip(per_seq, params):
             do_norm = self.default_normalize if p.normalize is None else p.normalize
             out.append(normalize(tokens) if do_norm else tokens)
@@ -108,11 +109,20 @@ class TokenEmbedTask(TaskAdapter):
 
 
 
-def _activate(logits: torch.Tensor, use_activation: bool) -> torch.Tensor:
-    """softmax over >= 2 labels, sigmoid for 1 (vLLM and Sentence Transformers' CrossEncoder)."""
+def _activate(logits: torch.Tensor, use_activation: bool, activation=None) -> torch.Tensor:
+    """The pooler config's named ``activation`` if any, else softmax over >= 2 labels and sigmoid for 1
+    (vLLM and Sentence Transformers' CrossEncoder); nothing when ``use_activation`` is off."""
     if not use_activation:
         return logits
+    if activation is not None:
+        return activation(logits)
     return torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)
+
+
+def _named_activation(ctx: TaskContext):
+    """The registered activation the pooler config names (loaded when the Engine is built), or None."""
+    name = ctx.pooler_config.activation
+    return ctx.activation(name) if name else None
 
 
 class ClassifyTask(TaskAdapter):
@@ -127,7 +137,8 @@ class ClassifyTask(TaskAdapter):
             raise ValueError(f"Pooling type {ctx.pooler_config.pooling_type!r} does not support {self.name} "
                              f"(it supports {sorted(self.method.supported_tasks)})")
         default = ctx.pooler_config.use_activation
-        self.default_activation = getattr(ctx.model, "default_use_activation", True) if default is None else default
+        self.default_activation = ctx.model.default_use_activation if default is None else default
+        self.activation = _named_activation(ctx)
 
     def check(self, params: PoolingParams) -> None:
         if params.dimensions is not None or params.normalize is not None:
@@ -136,7 +147,7 @@ class ClassifyTask(TaskAdapter):
     def pool(self, hidden, batch, params):
         logits = self.ctx.model.classify(self.method(hidden, batch))  # (B, num_labels)
         use = [self.default_activation if p.use_activation is None else p.use_activation for p in params]
-        activated = _activate(logits, True)
+        activated = _activate(logits, True, self.activation)
         return [a if u else raw for a, raw, u in zip(activated, logits, use)]
 
 
@@ -169,7 +180,8 @@ class TokenClassifyTask(TaskAdapter):
         self.method = ctx.pooling_method(kind)
         self.columns = cfg.returned_token_ids
         default = cfg.use_activation
-        self.default_activation = getattr(ctx.model, "default_use_activation", True) if default is None else default
+        self.default_activation = ctx.model.default_use_activation if default is None else default
+        self.activation = _named_activation(ctx)
 
     def check(self, params: PoolingParams) -> None:
         if params.dimensions is not None or params.normalize is not None:
@@ -181,5 +193,6 @@ class TokenClassifyTask(TaskAdapter):
         for logits, p in zip(self.method(self.ctx.model.classify_tokens(hidden), batch), params):
             if self.columns is not None:
                 logits = logits[:, self.columns]
-            out.append(_activate(logits, self.default_activation if p.use_activation is None else p.use_activation))
+            use = self.default_activation if p.use_activation is None else p.use_activation
+            out.append(_activate(logits, use, self.activation))
         return out

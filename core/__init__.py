@@ -17,6 +17,14 @@ _EXPORTS = {
     "EmbeddingOutput": "poolkit.outputs",
     "hookimpl": "poolkit.registry.hookspecs",
     "get_host": "poolkit.registry",
+    # the plugin contract: one base class per kind of part
+    "PoolingModel": "poolkit.model.interface",
+    "ModelInit": "poolkit.model.interface",
+    "PoolingMethod": "poolkit.pooling",
+    "TaskAdapter": "poolkit.tasks",
+    "TaskContext": "poolkit.tasks",
+    "IOProcessor": "poolkit.io_plugins.interface",
+    "InvalidRequestError": "poolkit.errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -24,6 +32,11 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from poolkit.config import PoolerConfig
     from poolkit.engine import Engine
+    from poolkit.errors import InvalidRequestError
+    from poolkit.io_plugins.interface import IOProcessor
+    from poolkit.model.interface import ModelInit, PoolingModel
+    from poolkit.pooling import PoolingMethod
+    from poolkit.tasks import TaskAdapter, TaskContext
     from poolkit.outputs import EmbeddingOutput, PoolingOutput, PoolingRequestOutput
     from poolkit.params import PoolingParams
     from poolkit.registry import get_host

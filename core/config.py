@@ -31,6 +31,9 @@ class PoolerConfig(BaseModel):
     - ``step_tag_id``: STEP pooling keeps only the tokens with this id (process reward models).
     - ``returned_token_ids``: token_classify keeps only these label columns (e.g. a PRM's
       [no, yes] token logits) before the activation.
+    - ``activation``: a registered activation (``register_activations``: built-in ``softmax``,
+      ``sigmoid``, ``identity``, ``normalize``, or a plugin's) that classify, score and
+      token_classify apply instead of the default (softmax for >= 2 labels, sigmoid for 1).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +45,7 @@ class PoolerConfig(BaseModel):
     use_activation: bool | None = None
     step_tag_id: int | None = None
     returned_token_ids: list[int] | None = None
+    activation: str | None = None
 
     def merged(self, other: PoolerConfig | dict[str, Any] | None) -> PoolerConfig:
         """This config with every field that ``other`` sets (not None) replaced."""
@@ -52,15 +56,34 @@ class PoolerConfig(BaseModel):
         return self.model_copy(update={k: v for k, v in other.model_dump().items() if v is not None})
 
 
-_ST_POOLING_MODES = {
-    "pooling_mode_cls_token": "CLS",
-    "pooling_mode_mean_tokens": "MEAN",
-    "pooling_mode_max_tokens": "MAX",
-    "pooling_mode_lasttoken": "LAST",
-}
-_ST_UNSUPPORTED = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
-# Sentence Transformers >= 5 writes one ``pooling_mode`` string instead of the flags above
-_ST_MODE_NAMES = {"cls": "CLS", "mean": "MEAN", "max": "MAX", "lasttoken": "LAST"}
+def _st_mode(key: str) -> str:
+    """A Sentence Transformers pooling mode, normalized: the flag ``pooling_mode_mean_tokens`` and the
+    ST >= 5 string ``mean`` are both ``mean``; ``mean_sqrt_len_tokens`` is ``mean_sqrt_len``."""
+    mode = key.removeprefix("pooling_mode_")
+    for suffix in ("_tokens", "_token"):
+        mode = mode.removesuffix(suffix)
+    return mode
+
+
+def st_pooling_method(mode: str, where: Any = "the Pooling module") -> str:
+    """The registered pooling method that declares Sentence Transformers ``mode`` in its own ``st_modes``
+    (the built-ins: cls, mean, max, lasttoken; a plugin may add e.g. mean_sqrt_len)."""
+    from poolkit.registry import get_host
+
+    poolers = get_host().registry("poolers")
+    declared: dict[str, str] = {}
+    for name in poolers.names():
+        try:
+            cls = poolers.load(name)
+        except Exception:  # a broken plugin is reported by `poolkit plugins`; it serves no mode
+            continue
+        for m in vars(cls).get("st_modes", ()):  # declared by the class itself, not inherited
+            declared.setdefault(m, name)
+    if mode not in declared:
+        raise ValueError(f"{where}: Sentence Transformers pooling mode {mode!r} has no registered pooling method "
+                         f"(modes served: {sorted(declared)}). A plugin pooler serves it by declaring "
+                         f"st_modes = ({mode!r},); see docs/plugins.md")
+    return declared[mode]
 
 
 @dataclass
@@ -126,17 +149,14 @@ class SentenceTransformersConfig:
 
 def _read_st_pooling(path: Path) -> dict[str, Any]:
     cfg = json.loads(path.read_text())
-    if "pooling_mode" in cfg:
+    if "pooling_mode" in cfg:  # Sentence Transformers >= 5: one string (or a list) instead of flags
         mode = cfg["pooling_mode"]
-        modes = [_ST_MODE_NAMES.get(m, m) for m in ([mode] if isinstance(mode, str) else mode)]
+        modes = [_st_mode(m) for m in ([mode] if isinstance(mode, str) else mode)]
     else:
-        for key in _ST_UNSUPPORTED:
-            if cfg.get(key):
-                raise ValueError(f"{path}: {key} is not supported; supported modes: {sorted(_ST_POOLING_MODES)}")
-        modes = [name for key, name in _ST_POOLING_MODES.items() if cfg.get(key)]
-    if len(modes) != 1 or modes[0] not in _ST_MODE_NAMES.values():
-        raise ValueError(f"{path}: exactly one of the pooling modes {sorted(_ST_MODE_NAMES)} must be set, found {modes}")
-    out: dict[str, Any] = {"pooling_type": modes[0]}
+        modes = [_st_mode(key) for key, on in cfg.items() if key.startswith("pooling_mode_") and on is True]
+    if len(modes) != 1:
+        raise ValueError(f"{path}: exactly one Sentence Transformers pooling mode must be set, found {modes}")
+    out: dict[str, Any] = {"pooling_type": st_pooling_method(modes[0], path)}
     if "include_prompt" in cfg:
         out["include_prompt"] = bool(cfg["include_prompt"])
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,8 @@ from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import UnknownArchitectureError, get_host
 from poolkit.tasks import TaskAdapter, TaskContext
-from poolkit.weights import load_extra_weight_files, load_state_dict
+from poolkit.model.interface import ModelInit, PoolingModel, as_pooling_model
+from poolkit.weights import Weights, load_extra_weight_files, load_state_dict
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -77,16 +79,22 @@ class RerankResult:
     document: str | None = None
 
 
-def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group request indices, longest first, so each batch's padded size stays within the budget.
+def batch_fits(n_seqs: int, longest: int, max_batch_tokens: int) -> bool:
+    """The batching rule, for the offline Engine and the server alike: a batch of ``n_seqs`` sequences whose
+    longest has ``longest`` tokens fits when its padded size (what attention pays for) is within budget."""
+    return n_seqs * longest <= max_batch_tokens
 
-    The padded size (sequences x longest) is what attention pays for; since lengths are sorted it is
-    close to the packed token count the linears pay for. A request longer than the budget runs alone.
+
+def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group request indices, longest first, so each batch fits the budget (:func:`batch_fits`).
+
+    Since lengths are sorted, the padded size is close to the packed token count the linears pay
+    for. A request longer than the budget runs alone.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_batch_tokens:
+        if batches and batch_fits(len(batches[-1]) + 1, lengths[batches[-1][0]], max_batch_tokens):
             batches[-1].append(i)
         else:
             batches.append([i])
@@ -162,14 +170,12 @@ class Engine:
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("dtype='float16' is for GPUs; on CPU use 'float32' or 'bfloat16'")
         hf = self.model_config.hf_config
-        declared = model_cls.tasks_for(hf) if hasattr(model_cls, "tasks_for") else tuple(model_cls.supported_tasks)
-        tasks = served_tasks(self.architecture, declared, convert, bool(getattr(model_cls, "is_generative", False)))
+        tasks = served_tasks(self.architecture, model_cls.tasks_for(hf), convert, model_cls.is_generative)
 
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
-        if hasattr(model_cls, "prepare_config"):  # a family that needs the tokenizer to read its config
-            model_cls.prepare_config(hf, self.tokenizer)
+        model_cls.prepare_config(hf, self.tokenizer)  # a family that needs the tokenizer to read its config
         bound_kernel_caches()  # before oneDNN's first use: memory stays flat over many batch shapes
         self.model = self._build_model(model_cls, kernels)
 
@@ -177,7 +183,7 @@ class Engine:
         self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
                               .merged(st.pooler if st else None).merged(pooler_config))
         # a family may know better than the config (RoBERTa's positions start after padding_idx)
-        limit = getattr(self.model, "max_model_len", None) or getattr(hf, "max_position_embeddings", None) or 10**9
+        limit = self.model.max_model_len or getattr(hf, "max_position_embeddings", None) or 10**9
         st_limit = st.max_seq_length if st else None
         self.max_model_len = min(max_model_len or st_limit or limit, limit)
         self.auto_truncate = bool(st_limit) if auto_truncate is None else auto_truncate
@@ -203,14 +209,17 @@ class Engine:
                     list(self.supported_tasks), str(self.dtype).removeprefix("torch."), self.device, kernels,
                     self.max_model_len, "longer inputs truncated" if self.auto_truncate else "longer inputs rejected")
 
-    def _build_model(self, model_cls: type, kernels: str) -> Any:
+    def _build_model(self, model_cls: type[PoolingModel], kernels: str) -> PoolingModel:
         """The model class built from the checkpoint's tensors, on the target device."""
         state = load_state_dict(self.model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
-        state.update(load_extra_weight_files(self.model_config.path, getattr(model_cls, "extra_weight_files", ())))
-        state = {k: v.to(self.device) for k, v in state.items()}
-        with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
-            model = model_cls(self.model_config.hf_config, state, self.dtype, kernels).eval()
+        state.update(load_extra_weight_files(self.model_config.path, model_cls.extra_weight_files))
+        if getattr(model_cls, "_legacy", False):  # the old contract reads the dict directly: all on the device
+            state = {k: v.to(self.device) for k, v in state.items()}
+        init = ModelInit(self.model_config.hf_config, Weights(state, self.device), self.dtype, self.device, kernels)
         del state
+        with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
+            model = model_cls(init).eval()
+        del init
         release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
         return model
 
@@ -220,12 +229,12 @@ class Engine:
         registry = self.host.registry("architectures")
         for arch in archs:
             if arch in registry and not registry.get(arch).meta.get("fallback"):
-                return arch, registry.load(arch)
+                return arch, as_pooling_model(registry.load(arch), arch)
         for name in registry.names():
             if registry.get(name).meta.get("fallback") and archs:
                 cls = registry.load(name)
                 if cls.accepts(self.model_config.hf_config):
-                    return archs[0], cls
+                    return archs[0], as_pooling_model(cls, name)
         raise UnknownArchitectureError(
             f"Model architectures {archs} of '{self.model_config.served_name}' are not supported. Registered "
             f"architectures: {[n for n in registry.names() if not registry.get(n).meta.get('fallback')]}. "
@@ -310,11 +319,13 @@ class Engine:
     def _run(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
         """Forward pass and pooling for tokenized requests, as outputs in input order."""
-        return self.to_outputs(adapter, tokens, self._pool(adapter, tokens, params, use_tqdm))
+        return self.to_outputs(adapter, tokens, self.pool(adapter, tokens, params, use_tqdm=use_tqdm))
 
-    def _pool(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
-              use_tqdm: bool = False) -> list[torch.Tensor]:
-        """The pooled tensors of tokenized requests, batched by token budget, in input order."""
+    def pool(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams], *, use_tqdm: bool = False,
+             on_batch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
+        """The pooling loop: the pooled tensors of tokenized prompts (from :meth:`prepare`), batched by the
+        token budget, in input order. ``on_batch(n)`` is called after each forward pass with its prompt count
+        (a progress bar); the Engine's own methods, ``poolkit embed`` jobs and the IO processor runner use it."""
         results: list[torch.Tensor | None] = [None] * len(tokens)
         batches = make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
         if use_tqdm and len(batches) > 1:
@@ -325,7 +336,9 @@ class Engine:
             pooled = self.run_batch(adapter, [tokens[i] for i in idx], [params[i] for i in idx])
             for i, value in zip(idx, pooled):
                 results[i] = value
-        return results
+            if on_batch is not None:
+                on_batch(len(idx))
+        return results  # type: ignore[return-value]
 
     @staticmethod
     def to_outputs(adapter: TaskAdapter, tokens: list[Any], pooled: list[torch.Tensor]) -> list[PoolingRequestOutput]:
@@ -347,14 +360,13 @@ class Engine:
 
     @property
     def id2label(self) -> dict[int, str]:
-        return dict(getattr(self.model, "id2label", {}) or {})
+        return dict(self.model.id2label or {})
 
     @property
     def score_type(self) -> str:
         """``cross-encoder`` (a 1-label pair classifier), ``late-interaction`` (MaxSim) or ``bi-encoder`` (cosine)."""
-        declared = getattr(self.model, "score_type", None)
-        if declared:
-            return declared
+        if self.model.score_type:
+            return self.model.score_type
         if "score" in self.supported_tasks:
             return "cross-encoder"
         if "embed" in self.supported_tasks:
@@ -367,7 +379,7 @@ class Engine:
               use_tqdm: bool = False) -> list[PoolingRequestOutput]:
         """Relevance of each (text_1, text_2) pair (``.outputs.score``), for 1:1, 1:N and N:N inputs."""
         plan = self.prepare_score(text_1, text_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens)
-        pooled = self._pool(plan.adapter, plan.tokens, plan.params, use_tqdm)
+        pooled = self.pool(plan.adapter, plan.tokens, plan.params, use_tqdm=use_tqdm)
         return [PoolingRequestOutput(str(next(_request_ids)), ids, ScoringOutput(value))
                 for ids, value in zip(plan.pair_token_ids(), plan.finish(pooled))]
 
@@ -387,8 +399,8 @@ class Engine:
             adapter = self.task("score")
             for p in params:
                 adapter.check(p)
-            fmt = getattr(self.model, "format_score_pair", None)  # e.g. Qwen3-Reranker's prompt template
-            texts = [fmt(a, b) for a, b in zip(first, second)] if fmt is not None else [None]
+            # e.g. Qwen3-Reranker's prompt template; None: the tokenizer's pair encoding
+            texts = [self.model.format_score_pair(a, b) for a, b in zip(first, second)]
             if texts[0] is not None:  # the template carries its own special tokens
                 tokens = self.input_processor(texts, params, add_special_tokens=False)
             else:

@@ -64,6 +64,35 @@ def build_tiny_bert(dest: str | Path, *, hidden_size: int = 32, num_layers: int 
     return dest
 
 
+def save_as_sentence_transformer(dest: str | Path, *, pooling_mode: str = "mean", normalize: bool = True,
+                                 max_seq_length: int | None = None) -> Path:
+    """Add the Sentence Transformers module files (Transformer, Pooling, optionally Normalize) to the
+    transformers checkpoint at ``dest``, so ``SentenceTransformer(dest)`` and poolkit read it alike.
+
+    ``pooling_mode`` is the Pooling module's mode: ``mean``, ``cls_token``, ``max``, ``lasttoken``,
+    ``mean_sqrt_len_tokens``, ``weightedmean``... (written as its ``pooling_mode_*`` flag).
+    """
+    import json
+
+    dest = Path(dest)
+    width = json.loads((dest / "config.json").read_text())["hidden_size"]
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (dest / "2_Normalize").mkdir(exist_ok=True)
+    (dest / "modules.json").write_text(json.dumps(modules))
+    (dest / "1_Pooling").mkdir(exist_ok=True)
+    flag = mode if (mode := pooling_mode).startswith("pooling_mode_") else f"pooling_mode_{mode}"
+    if not flag.endswith(("_tokens", "_token", "lasttoken")):
+        flag += "_tokens"
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": width, flag: True}))
+    if max_seq_length is not None:
+        (dest / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                                    "do_lower_case": False}))
+    return dest
+
+
 def max_abs_diff(a: Any, b: Any) -> float:
     """Largest absolute difference of two tensors (or arrays), as a float."""
     import torch

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
+
+_MISSING = object()
 
 
 def load_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -28,10 +31,46 @@ def load_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
     )
 
 
+class Weights(dict):
+    """A checkpoint's tensors by HF key name, handed to a model in :class:`poolkit.ModelInit`.
+
+    A model pops what it uses with :meth:`take` (moved to the target device there, so the checkpoint
+    is never copied to the device whole) and ends with :meth:`check_consumed`, which refuses tensors
+    nothing used: a checkpoint of another architecture fails loudly instead of loading half.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu") -> None:
+        super().__init__(tensors or {})
+        self.device = torch.device(device)
+
+    def take(self, key: str, default: Any = _MISSING) -> torch.Tensor:
+        """Pop tensor ``key`` (on the device); a missing key raises a ``KeyError`` naming similar keys,
+        unless ``default`` is given."""
+        if key not in self and default is not _MISSING:
+            return default
+        return take(self, key).to(self.device)
+
+    def strip_prefix(self, *prefixes: str) -> Weights:
+        """Drop the first of ``prefixes`` (e.g. ``bert.``) that some key has, in place; returns self."""
+        stripped = strip_prefix(dict(self), prefixes)
+        self.clear()
+        self.update(stripped)
+        return self
+
+    def check_consumed(self, owner: str, ignore: tuple[str, ...] = ()) -> None:
+        """Raise ``KeyError`` if tensors are left that the model did not take (keys starting with one of
+        ``ignore`` are dropped: heads the task does not use)."""
+        left = sorted(k for k in self if not k.startswith(ignore))
+        self.clear()
+        if left:
+            raise KeyError(f"Unexpected tensors in a {owner} checkpoint: {left[:8]}"
+                           f"{f' and {len(left) - 8} more' if len(left) > 8 else ''}")
+
+
 def take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     """Pop one tensor, with an error that names the missing key and what the checkpoint has."""
     try:
-        return state.pop(key)
+        return dict.pop(state, key)
     except KeyError:
         near = sorted(k for k in state if k.split(".")[-1] == key.split(".")[-1])[:5]
         raise KeyError(f"Checkpoint has no tensor '{key}' (similar: {near})") from None

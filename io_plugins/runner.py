@@ -156,8 +156,7 @@ class IOProcessorRunner:
         for members in groups.values():
             adapter = requests[members[0]].adapter
             prompts = [(i, t, p) for i in members for t, p in zip(requests[i].tokens, requests[i].params)]
-            outcome = run_isolated(lambda items: self.engine._run(adapter, [t for _, t, _ in items],
-                                                                  [p for _, _, p in items]),
+            outcome = run_isolated(lambda items: self._outputs(adapter, [t for _, t, _ in items], [p for _, _, p in items]),
                                    prompts, lambda prompt: prompt[0])
             for (i, _, _), (output, exc) in zip(prompts, outcome):
                 if exc is not None:
@@ -165,6 +164,9 @@ class IOProcessorRunner:
                 elif not isinstance(results[i], IOProcessorError):
                     results[i].append(output)
         return results
+
+    def _outputs(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[Any]:
+        return self.engine.to_outputs(adapter, tokens, self.engine.pool(adapter, tokens, params))
 
     def finish(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
         """post_process: the processor's output for one request."""

@@ -212,3 +212,47 @@ def test_step_reward_pooling(ner_dir):
     assert testing.max_abs_diff(out.outputs.data, want) <= 1e-5
     [raw] = engine.reward(text, PoolingParams(use_activation=False))
     assert testing.max_abs_diff(raw.outputs.data, logits[0][ids == step][:, [0, 3]]) <= 1e-5
+
+
+def test_pooler_config_selects_a_registered_activation_by_name(cls3_dir):
+    texts = ["great movie", "terrible, would not watch again"]
+    logits, _ = _hf_logits(cls3_dir, "BertForSequenceClassification", texts)
+    sig = Engine(str(cls3_dir), pooler_config={"activation": "sigmoid"}).classify(texts)
+    assert testing.max_abs_diff(torch.stack([o.outputs.data for o in sig]), torch.sigmoid(logits)) <= 1e-5
+
+    def halve(x):  # a plugin's activation, registered like any part
+        return x / 2
+
+    with testing.plugin_parts(activations={"halve": halve}):
+        half = Engine(str(cls3_dir), pooler_config={"activation": "halve"}).classify(texts)
+    assert testing.max_abs_diff(torch.stack([o.outputs.data for o in half]), logits / 2) <= 1e-5
+    with pytest.raises(KeyError, match="no_such_activation"):  # refused when the Engine is built
+        Engine(str(cls3_dir), pooler_config={"activation": "no_such_activation"})
+
+
+def test_sentence_transformers_pooling_modes_map_onto_registered_methods(tmp_path):
+    """A checkpoint whose Pooling module names a mode no built-in serves loads once a plugin pooler
+    declares that mode; its vectors then match Sentence Transformers'."""
+    from sentence_transformers import SentenceTransformer
+
+    from poolkit.builtin_poolers.methods import MeanPool
+
+    path = testing.save_as_sentence_transformer(testing.build_tiny_bert(tmp_path / "m", seed=9),
+                                                pooling_mode="mean_sqrt_len_tokens", normalize=False)
+    with pytest.raises(ValueError, match="pooling mode 'mean_sqrt_len' has no registered pooling method"):
+        Engine(str(path))
+
+    class MeanSqrtLen(MeanPool):
+        name, st_modes = "MEAN_SQRT_LEN_TEST", ("mean_sqrt_len",)
+
+        def __call__(self, hidden, batch):  # ST: sum / sqrt(len)
+            lengths = torch.tensor(batch.lengths, dtype=hidden.dtype)
+            return super().__call__(hidden, batch) * lengths.sqrt()[:, None]
+
+    texts = ["a short text", "a somewhat longer text with more words in it"]
+    with testing.plugin_parts(poolers={"MEAN_SQRT_LEN_TEST": MeanSqrtLen}):
+        engine = Engine(str(path))
+        got = torch.stack([o.outputs.data for o in engine.embed(texts)])
+    assert engine.pooler_config.pooling_type == "MEAN_SQRT_LEN_TEST"
+    want = SentenceTransformer(str(path), device="cpu").encode(texts, convert_to_tensor=True)
+    assert testing.max_abs_diff(got, want) <= 1e-5  # unnormalized: MEAN would be off by sqrt(len)

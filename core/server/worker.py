@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from poolkit.engine import batch_fits
 from poolkit.isolate import run_isolated
 from poolkit.server.errors import APIError, Overloaded
 
@@ -314,14 +315,14 @@ class ModelWorker:
                 if not queue or queue[0].adapter is not adapter:
                     continue
                 n = len(queue[0].tokens.ids)
-                if batch and (len(batch) + 1) * max(longest, n) > budget:
+                if batch and not batch_fits(len(batch) + 1, max(longest, n), budget):
                     continue
                 batch.append(queue.popleft())
                 longest, added = max(longest, n), True
                 request.served += 1
                 if not queue:
                     del self._active[request]
-            if not added or (len(batch) + 1) * longest > budget:  # nothing more can fit
+            if not added or not batch_fits(len(batch) + 1, longest, budget):  # nothing more can fit
                 break
         self._pending -= len(batch)
         self._queued_tokens -= sum(len(i.tokens.ids) for i in batch)

@@ -4,7 +4,6 @@ classified where they arise, per-request checks run at admission, cancelled clie
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -29,8 +28,8 @@ class FaultyBert(BertForEmbedding):
     passes = 0
 
     def forward(self, batch):
-        time.sleep(type(self).delay)
-        type(self).passes += 1
+        time.sleep(FaultyBert.delay)
+        FaultyBert.passes += 1
         if bool((batch.input_ids == POISON).any()):
             raise ValueError("injected fault in model code")
         return super().forward(batch)
@@ -171,16 +170,7 @@ def test_bug_in_a_task_adapter_is_500_and_bad_config_stops_the_engine_build(tiny
 def tiny_st_dir(tmp_path_factory):
     """A tiny BERT saved as a Sentence Transformers model: MEAN pooling, Normalize, max_seq_length 16."""
     path = testing.build_tiny_bert(tmp_path_factory.mktemp("tiny_st"), seed=8)
-    (path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (path / "1_Pooling").mkdir()
-    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
-                                                                "pooling_mode_mean_tokens": True}))
-    (path / "2_Normalize").mkdir()
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16, "do_lower_case": False}))
-    return path
+    return testing.save_as_sentence_transformer(path, pooling_mode="mean", max_seq_length=16)
 
 
 def test_one_truncation_limit_reported_and_applied(tiny_st_dir):

@@ -1,0 +1,1 @@
+"""The model side of the pipeline: the contract every architecture implements (:mod:`poolkit.model.interface`)."""

@@ -1,0 +1,168 @@
+"""The model contract: :class:`PoolingModel`, the base class of every architecture, and :class:`ModelInit`.
+
+The pipeline (Engine, task adapters, server) reads a model only through the attributes and methods
+declared here; each has a default, so a model declares only what differs. A model is built from one
+:class:`ModelInit`: the config, the checkpoint's tensors (:class:`poolkit.weights.Weights`, with
+``take`` and a consumed-check), dtype, device and a ``linear()`` factory that gives plugins the
+prepacked CPU kernels without knowing about oneDNN.
+
+Classes written to the old contract (``Class(hf_config, state_dict, dtype, kernels)`` and plain class
+attributes) still load, with a ``DeprecationWarning`` (:func:`as_pooling_model`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from poolkit.batch import PackedBatch
+    from poolkit.weights import Weights
+
+
+@dataclass
+class ModelInit:
+    """Everything a model is built from."""
+
+    config: Any
+    """The transformers config (after ``hf_overrides``); for an unknown ``model_type`` a plain
+    ``PretrainedConfig`` keeping every field of ``config.json``."""
+    weights: Weights
+    """The checkpoint's tensors by HF key name; ``weights.take(key)`` pops one (on :attr:`device`)."""
+    dtype: torch.dtype = torch.float32
+    """Compute dtype of the matmuls: float32, or bfloat16 (bf16 matmuls, fp32 residual stream)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    kernels: str = "auto"
+    """``auto`` (oneDNN prepacked linears on CPU when they pass a probe) or ``torch``; read by
+    :meth:`linear`, which is how a model should use it."""
+
+    def linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str | None = None,
+               keep_dtype: bool = False) -> nn.Module:
+        """``y = act(x @ weight.T + bias)`` in :attr:`dtype` with the fastest kernels available here.
+
+        ``act``: None, ``"gelu"``, ``"gelu_tanh"`` or ``"relu"`` (fused where the kernel can). The
+        output is fp32 unless ``keep_dtype`` (for an output that feeds another bf16 matmul).
+        """
+        from poolkit.kernels import FastLinear
+
+        return FastLinear(weight, bias, act, self.dtype, self.kernels, keep_dtype=keep_dtype)
+
+
+class PoolingModel(nn.Module):
+    """Base class of model architectures: ``forward(batch)`` returns the last hidden state of every token.
+
+    Sequences arrive packed (:class:`poolkit.batch.PackedBatch`): ``N`` tokens of all sequences end
+    to end. Subclasses implement ``__init__(self, init: ModelInit)`` (call ``super().__init__(init)``)
+    and :meth:`forward`, and override the attributes below where the defaults do not fit.
+    """
+
+    supported_tasks: ClassVar[tuple[str, ...]] = ("embed", "token_embed")
+    """Tasks this architecture serves (see :meth:`tasks_for` for ones that depend on the config)."""
+    default_pooling: ClassVar[str] = "CLS"
+    """Pooling method when neither the Sentence Transformers files nor the user name one."""
+    is_generative: ClassVar[bool] = False
+    """A text-generation checkpoint (``*ForCausalLM``): served only through ``convert``."""
+    score_type: ClassVar[str | None] = None
+    """How ``score`` pairs texts: ``cross-encoder`` (the pair through ``classify``),
+    ``late-interaction`` (MaxSim over ``token_embed``), ``bi-encoder`` (cosine of ``embed``);
+    None: cross-encoder when the model serves ``score``, else bi-encoder."""
+    default_use_activation: ClassVar[bool] = True
+    """Whether classify/score/token_classify apply softmax/sigmoid by default (reward models: False)."""
+    extra_weight_files: ClassVar[tuple[str, ...]] = ()
+    """Torch state-dict files beside the checkpoint to load too, keyed ``<file stem>.<key>`` (BGE-M3)."""
+    max_model_len: int | None = None
+    """Longest input the model can run (None: the config's ``max_position_embeddings``)."""
+    num_labels: int = 0
+    """Output labels of :meth:`classify` / :meth:`classify_tokens` (0: no classifier head)."""
+    id2label: dict[int, str] = {}
+    """Label names by index (from the config), for classify responses."""
+
+    def __init__(self, init: ModelInit | None = None) -> None:
+        super().__init__()
+        if init is not None:
+            self.config = init.config
+
+    @classmethod
+    def tasks_for(cls, config: Any) -> tuple[str, ...]:
+        """The tasks served for this config (default: :attr:`supported_tasks`)."""
+        return tuple(cls.supported_tasks)
+
+    @classmethod
+    def prepare_config(cls, config: Any, tokenizer: Any) -> None:
+        """Complete ``config`` from the tokenizer before the model is built (e.g. token ids of labels)."""
+
+    @property
+    def hidden_size(self) -> int | None:
+        """Width of :meth:`forward`'s output (default: the config's ``hidden_size``)."""
+        given = self.__dict__.get("_hidden_size")
+        return given if given is not None else getattr(getattr(self, "config", None), "hidden_size", None)
+
+    @hidden_size.setter
+    def hidden_size(self, value: int | None) -> None:
+        self.__dict__["_hidden_size"] = value
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """``(N, C)`` float32: the last hidden state of each of the batch's ``N`` tokens."""
+        raise NotImplementedError
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``(B, num_labels)`` logits from pooled ``(B, C)`` rows (classify and cross-encoder score)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sequence classifier")
+
+    def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(N, num_labels)`` logits for every token (token_classify: NER, rewards, sparse weights)."""
+        raise NotImplementedError(f"{type(self).__name__} has no token classifier")
+
+    def embed_tokens(self, hidden: torch.Tensor, batch: PackedBatch) -> list[torch.Tensor] | None:
+        """token_embed's vectors, one ``(L_i, D)`` per sequence; None (default): the hidden states (ALL)."""
+        return None
+
+    def format_score_pair(self, query: str, document: str) -> str | None:
+        """One prompt for a cross-encoder pair when the model has its own template (Qwen3-Reranker);
+        None (default): the tokenizer's pair encoding."""
+        return None
+
+
+# --- the old contract ------------------------------------------------------------------------------
+
+
+def takes_init(cls: type) -> bool:
+    """Whether ``cls`` is built the current way, from one :class:`ModelInit`."""
+    if not (isinstance(cls, type) and issubclass(cls, PoolingModel)):
+        return False
+    params = [p for p in inspect.signature(cls.__init__).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
+    return len(params) == 1
+
+
+def as_pooling_model(cls: type, name: str) -> type:
+    """``cls`` if it follows the contract; else a subclass of it and :class:`PoolingModel` (the base's
+    defaults fill what the old class lacks), built the old way, with a ``DeprecationWarning``."""
+    if takes_init(cls):
+        return cls
+    warnings.warn(
+        f"poolkit: architecture {name!r} ({cls.__module__}.{cls.__qualname__}) uses the deprecated model "
+        f"contract Class(hf_config, state_dict, dtype, kernels). Subclass poolkit.PoolingModel and take one "
+        f"poolkit.ModelInit: __init__(self, init), init.weights.take(key), init.linear(...) "
+        f"(docs/plugins.md, 'Architectures').", DeprecationWarning, stacklevel=3)
+    bases = (cls,) if isinstance(cls, type) and issubclass(cls, PoolingModel) else (cls, PoolingModel)
+
+    class Legacy(*bases):  # type: ignore[misc]
+        _legacy = True
+
+        def __init__(self, init: ModelInit) -> None:
+            cls.__init__(self, init.config, init.weights, init.dtype, init.kernels)
+            if not hasattr(self, "config"):
+                self.config = init.config
+
+    Legacy.__name__ = Legacy.__qualname__ = cls.__name__
+    Legacy.__module__ = cls.__module__
+    return Legacy
+
+
+__all__ = ["ModelInit", "PoolingModel", "as_pooling_model", "takes_init"]
