@@ -1,0 +1,44 @@
+"""``serve``: HTTP on a thread, the engine loop on the main thread, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from poolkit.server.engine_loop import EngineLoop
+from poolkit.server.state import ServerState
+
+logger = logging.getLogger("poolkit.server")
+
+
+def serve(app: FastAPI, engine_loop: EngineLoop, config: uvicorn.Config) -> int:
+    """Run HTTP on a thread and ``engine_loop`` on this (the main) thread until SIGTERM/SIGINT drains both.
+
+    On the signal the app stops admitting requests (JSON 503) and gives those in flight up to its
+    ``shutdown_timeout``; uvicorn's own graceful timeout is set a little longer, as a backstop.
+
+    :returns: the exit status: 0 after a clean shutdown, 1 if the server never started (e.g. port in use).
+    """
+    state: ServerState = app.state.poolkit
+    config.timeout_graceful_shutdown = state.shutdown_timeout + 5
+    server = uvicorn.Server(config)  # on a thread: it leaves signals alone; they are routed to it here
+    http = threading.Thread(target=server.run, name="poolkit-http")
+
+    def on_signal(sig: int, frame: Any) -> None:
+        if not state.shutting_down:
+            logger.info("received %s: finishing requests in flight (up to %g s), then exiting",
+                        signal.Signals(sig).name, state.shutdown_timeout)
+            threading.Thread(target=state.drain, name="poolkit-drain", daemon=True).start()
+        server.handle_exit(sig, frame)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    http.start()
+    engine_loop.run(until=lambda: not http.is_alive())
+    http.join()
+    return 0 if server.started else 1
