@@ -55,6 +55,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shlex
 import statistics
 import sys
@@ -167,6 +168,7 @@ class Traffic:
         self.bulk_n = len(bulk)
         self.bulk_body = json.dumps({"model": SERVED_NAME, "input": bulk}).encode()  # encoded once, sent as is
         self.cursor = 0  # the next short text: every single request gets a new one (cycling)
+        self.think_random = False
 
     async def _post(self, body: bytes, n: int) -> tuple[float, str | None]:
         """(seconds to the answer's last byte, None when it is 200 with ``n`` vectors of the width, else what was wrong)."""
@@ -213,8 +215,8 @@ class Traffic:
                 sent_at.append(sent - t_ref)
             else:
                 errors[problem] = errors.get(problem, 0) + 1
-            if self.think_s:
-                await asyncio.sleep(self.think_s)
+            if self.think_s:  # --think-random: uniform in [0, think], so arrivals fall anywhere in a pass
+                await asyncio.sleep(random.uniform(0, self.think_s) if self.think_random else self.think_s)
         return {"requests": len(lat), "errors": errors, "elapsed_s": time.perf_counter() - t0,
                 "p50_ms": 1e3 * percentile(lat, 50), "p99_ms": 1e3 * percentile(lat, 99),
                 "max_ms": 1e3 * max(lat) if lat else float("nan"),
@@ -229,6 +231,7 @@ async def run_rounds(server: Server, args: argparse.Namespace, short: list[str],
     out: dict[str, Any] = {"rounds": [], "warmup": {}}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         tr = Traffic(session, server, short, bulk, None, args.think_ms / 1e3)
+        tr.think_random = args.think_random
         # warm-up, untimed: opens both connections, fixes the width, runs full passes once
         warm = await asyncio.gather(tr.single(), tr._post(json.dumps({"model": SERVED_NAME, "input": bulk[:32]}).encode(), 32))
         out["warmup"] = {"errors": [p for _, p in warm if p], "dim": tr.dim}
@@ -375,6 +378,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="single requests in each alone phase (default: %(default)s)")
     ap.add_argument("--singles-seconds", type=float, default=None,
                     help="run each alone singles phase for this long instead of --singles-requests")
+    ap.add_argument("--think-random", action="store_true",
+                    help="pause a uniformly random time in [0, --think-ms] instead of exactly --think-ms: a closed "
+                         "loop with no pause sends its next request just after the engine loop formed its next "
+                         "batch (the worst phase: ~2 forward passes each); random pauses spread arrivals over a pass")
     ap.add_argument("--think-ms", type=float, default=0.0,
                     help="pause of the singles client between an answer and its next request (default: 0)")
     ap.add_argument("--server-args", default="", help="extra `poolkit serve` arguments, one shell-quoted string")

@@ -195,6 +195,9 @@ class Engine:
         self._ctx = TaskContext(self.model_config, self.pooler_config, self.host, self.model)
         registered = self.host.registry("tasks")
         self.supported_tasks = tuple(t for t in tasks if t in registered)
+        if len(self.supported_tasks) < len(tasks):  # a model may declare a task whose plugin is not installed
+            logger.warning("%s declares tasks %s that no plugin registers a task adapter for; serving %s",
+                           self.architecture, [t for t in tasks if t not in registered], list(self.supported_tasks))
         self._adapters: dict[str, TaskAdapter] = {}
         from poolkit.io_plugins.runner import IOProcessorRunner
 

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class TaskContext:
-    """What a task adapter may read about the loaded model. Built once per Engine."""
+    """What a task adapter may read about the loaded model, built once per Engine: its configs, the
+    plugin host (to load registered pooling methods and activations by name) and the model, whose
+    attributes are those of :class:`poolkit.PoolingModel`; ``cache`` is the adapters' to share."""
 
     model_config: ModelConfig
     pooler_config: PoolerConfig
@@ -41,19 +43,30 @@ class TaskContext:
 
 
 class TaskAdapter:
-    """One pooling task. Subclasses set ``name`` and ``output_cls`` and implement :meth:`pool`."""
+    """Base class of task adapters: what one pooling task computes from a batch's hidden states.
+
+    Register a subclass with the ``register_tasks`` hook under its :attr:`name`. One instance is built
+    per Engine, when the Engine is built (so a misconfiguration stops the build, not a request), with
+    the :class:`TaskContext`; :meth:`check` runs on every request's params before the request joins a
+    batch, :meth:`pool` on every batch.
+    """
 
     name: ClassVar[str]
+    """The task's name: what ``Engine.encode(task=...)``, a model's ``supported_tasks`` and ``/pooling``'s
+    ``task`` field say."""
     output_cls: ClassVar[type[PoolingOutput]]
+    """The :class:`poolkit.outputs.PoolingOutput` subclass each result is wrapped in (``.outputs``)."""
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
 
     def check(self, params: PoolingParams) -> None:
-        """Reject parameters this task cannot honour, before any work is done."""
+        """Reject parameters this task cannot honour, before any work is done: raise
+        :class:`poolkit.errors.InvalidRequestError` (the server's 400) naming the problem."""
 
     def pool(self, hidden: torch.Tensor, batch: PackedBatch, params: list[PoolingParams]) -> list[torch.Tensor]:
-        """One result tensor per sequence of ``batch``; ``hidden`` is ``(N, C)`` packed, fp32."""
+        """One result tensor per sequence of ``batch``; ``hidden`` is ``(N, C)`` packed, fp32. An exception
+        here is a bug (the server's 500): validate in :meth:`check`."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

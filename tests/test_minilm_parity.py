@@ -1,4 +1,5 @@
-"""The real all-MiniLM-L6-v2 against SentenceTransformer.encode on >= 200 varied texts: cosine >= 0.99999.
+"""The real all-MiniLM-L6-v2 against SentenceTransformer.encode on >= 200 varied texts: cosine >= 0.99999
+and max abs diff <= 1e-5 (fp32).
 
 Also: a prompt, Matryoshka dimensions (via hf_overrides), the bf16 mode, and a tiny Sentence
 Transformers model with Dense + Normalize modules and include_prompt=False, saved by ST itself.
@@ -41,6 +42,7 @@ def test_embeddings_match_sentence_transformers(engine, st_model):
     want = st_model.encode(TEXTS, convert_to_tensor=True, batch_size=32)
     got = _stack(engine.embed(TEXTS))
     assert F.cosine_similarity(got, want).min().item() >= 0.99999
+    assert testing.max_abs_diff(got, want) <= 1e-5  # cosine alone would allow an L2 error of 4.5e-3
 
 
 def test_with_a_prompt(engine, st_model):
@@ -48,6 +50,7 @@ def test_with_a_prompt(engine, st_model):
     want = st_model.encode(TEXTS, prompt=prompt, convert_to_tensor=True)
     got = _stack(engine.embed(TEXTS, prompt=prompt))
     assert F.cosine_similarity(got, want).min().item() >= 0.99999
+    assert testing.max_abs_diff(got, want) <= 1e-5
 
 
 def test_with_matryoshka_dimensions(minilm_dir, st_model):
@@ -63,6 +66,8 @@ def test_with_matryoshka_dimensions(minilm_dir, st_model):
 def test_bf16_mode_stays_close(minilm_dir, st_model):
     want = st_model.encode(TEXTS, convert_to_tensor=True)
     got = _stack(Engine(str(minilm_dir), dtype="bfloat16").embed(TEXTS))
+    # bf16 keeps 8 mantissa bits (relative rounding ~4e-3 per matmul input); over 6 layers of a trained
+    # model the unit vectors stay within cosine 1e-4 of fp32 (docs/performance.md: min 0.999966), the bf16 goal
     assert F.cosine_similarity(got, want).min().item() >= 0.9999
 
 
@@ -70,6 +75,7 @@ def test_plain_kernels_match_too(minilm_dir, st_model):
     want = st_model.encode(TEXTS[:60], convert_to_tensor=True)
     got = _stack(Engine(str(minilm_dir), kernels="torch").embed(TEXTS[:60]))
     assert F.cosine_similarity(got, want).min().item() >= 0.99999
+    assert testing.max_abs_diff(got, want) <= 1e-5
 
 
 @pytest.fixture(scope="module")
