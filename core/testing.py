@@ -93,6 +93,15 @@ def save_as_sentence_transformer(dest: str | Path, *, pooling_mode: str = "mean"
     return dest
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (for a test server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def max_abs_diff(a: Any, b: Any) -> float:
     """Largest absolute difference of two tensors (or arrays), as a float."""
     import torch

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 
@@ -99,9 +98,7 @@ def test_serve_deployment_answers_embeddings(local_ray, tiny_bert_dir, offline):
 
     with pytest.raises(ValueError, match="unknown arguments"):
         app_builder({"model": str(tiny_bert_dir), "colour": "blue"})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = testing.free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         # what `serve run poolkit.integrations.ray:app_builder model=... served_model_name=tiny num_cpus=1` deploys

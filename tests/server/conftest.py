@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -33,6 +36,26 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def serve_process(*args: str, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``poolkit serve ARGS --port P`` in a subprocess (stdout and stderr together, text), once /health is 200."""
+    port = port or testing.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "poolkit.cli", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(proc.stdout.read())
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

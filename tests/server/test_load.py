@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -13,12 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-import pytest
 
 from poolkit import testing
 from poolkit.server.app import create_app
 from poolkit.server.state import Limits
-from tests.server.conftest import LiveServer
+from tests.server.conftest import LiveServer, serve_process
 
 
 def _mixed_requests(n: int, seed: int = 0):
@@ -140,26 +138,8 @@ def test_payload_too_large(engines):
 
 
 def test_poolkit_serve_sigterm_finishes_in_flight_and_exits_0(model_dirs, tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "poolkit.cli", "serve", str(model_dirs["embedder"]),
-                             "--served-model-name", "tiny", "--port", str(port), "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "tiny", "--log-level", "warning")
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.1)
-
         async def in_flight():
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
                 tasks = [asyncio.create_task(client.post("/v1/embeddings", json={"model": "tiny", "input": ["w " * 300] * 8}))

@@ -14,7 +14,6 @@ import pytest
 from poolkit import Engine, testing
 from poolkit.builtin_models.bert import BertForEmbedding
 from poolkit.server.app import create_app
-from poolkit.server.state import Limits
 from tests.server.conftest import LiveServer
 
 POISON = 4242  # a token id that makes FaultyBert's forward pass raise

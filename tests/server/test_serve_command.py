@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,38 +12,15 @@ import time
 import httpx
 import pytest
 
+from poolkit import testing
 from poolkit.cli import build_parser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "poolkit.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise AssertionError(proc.stdout.read())
-        time.sleep(0.1)
+from tests.server.conftest import serve_process
 
 
 @pytest.mark.parametrize("model", ["/no/such/model", "EMPTY_DIR"])
 def test_a_model_that_cannot_load_exits_1_with_one_line(model, tmp_path):
     model = str(tmp_path) if model == "EMPTY_DIR" else model
-    proc = subprocess.run([sys.executable, "-m", "poolkit.cli", "serve", model, "--port", str(_free_port())],
+    proc = subprocess.run([sys.executable, "-m", "poolkit.cli", "serve", model, "--port", str(testing.free_port())],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -53,7 +29,7 @@ def test_a_model_that_cannot_load_exits_1_with_one_line(model, tmp_path):
 
 
 def test_startup_log_env_api_key_and_no_access_log_by_default(model_dirs):
-    proc, url = _serve(str(model_dirs["embedder"]), "--served-model-name", "tiny", env={"POOLKIT_API_KEY": "k3y"})
+    proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "tiny", env={"POOLKIT_API_KEY": "k3y"})
     try:
         assert httpx.get(url + "/health").status_code == 200  # open without the key
         assert httpx.post(url + "/v1/embeddings", json={"input": "x"}).status_code == 401
@@ -71,7 +47,7 @@ def test_startup_log_env_api_key_and_no_access_log_by_default(model_dirs):
 
 
 def test_sigterm_answers_what_outlives_the_shutdown_timeout_with_json_503(model_dirs):
-    proc, url = _serve(str(model_dirs["embedder"]), "--shutdown-timeout", "1", "--max-batch-tokens", "256")
+    proc, url = serve_process(str(model_dirs["embedder"]), "--shutdown-timeout", "1", "--max-batch-tokens", "256")
 
     async def scenario():
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
