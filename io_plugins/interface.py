@@ -68,16 +68,24 @@ class IOProcessorContext:
 class IOProcessor(ABC, Generic[In, Out]):
     """Base class of IO processors. Set ``task`` (and ``request_type``), implement the two abstract methods.
 
-    - ``task``: the engine task the processor runs (``embed``, ``token_classify``...); the default
-      :meth:`merge_pooling_params` puts it into the request's params.
-    - ``request_type``: a pydantic model; the default :meth:`parse_request` validates with it.
+    What a request goes through, and what each stage returns: ``parse_request`` (raw JSON -> ``In``;
+    raise ``ValueError``/``TypeError`` for bad input: HTTP 400) -> ``merge_pooling_params`` ->
+    ``pre_process`` (-> prompts; bad input again a 400) -> the pooling task -> ``post_process``
+    (-> ``Out``: what ``Engine.encode(task="plugin")`` returns, e.g. a pydantic model) ->
+    ``output_to_response`` (-> a JSON-serializable dict: the server's ``data``). An exception after
+    the request was read (post_process, output_to_response) is the processor's bug: HTTP 500.
     """
 
     task: ClassVar[str] = "embed"
+    """The engine task the processor runs (``embed``, ``token_classify``...); the default
+    :meth:`merge_pooling_params` puts it into the request's params."""
     request_type: ClassVar[type[BaseModel] | None] = None
+    """A pydantic model; the default :meth:`parse_request` validates raw requests with it."""
 
     def __init__(self, ctx: IOProcessorContext) -> None:
         self.ctx = ctx
+        """What the processor may read about the engine: tokenizer, model and pooler config, limits,
+        the model's ``io_processor_options`` (:class:`IOProcessorContext`)."""
 
     # --- request side -----------------------------------------------------------------------------
 

@@ -238,27 +238,31 @@ class ModelWorker:
     # --- engine loop side -----------------------------------------------------------------------------
 
     def _next_batch(self) -> list[_Item]:
-        """Round robin over the queued requests, most due first, one prompt each per round, while the
-        batch's padded size (prompts x longest) fits the budget; one task adapter per batch."""
+        """Round robin over the queued requests, most due first, one prompt each per round, while the batch
+        fits the budget; one task adapter per batch. Priority is strict: the requests of a lower ``priority``
+        value fill the batch first, and later levels get only the room they leave."""
         order = sorted(self._active, key=_Request.key)
         adapter = self._active[order[0]][0].adapter
         batch: list[_Item] = []
         longest, budget = 0, self.max_batch_tokens
-        while True:
-            added = False
-            for request in order:
-                queue = self._active.get(request)
-                if not queue or queue[0].adapter is not adapter:
-                    continue
-                n = len(queue[0].tokens.ids)
-                if batch and not batch_fits(len(batch) + 1, max(longest, n), budget):
-                    continue
-                batch.append(queue.popleft())
-                longest, added = max(longest, n), True
-                request.served += 1
-                if not queue:
-                    del self._active[request]
-            if not added or not batch_fits(len(batch) + 1, longest, budget):  # nothing more can fit
+        for level in _priority_levels(order):
+            while True:
+                added = False
+                for request in level:
+                    queue = self._active.get(request)
+                    if not queue or queue[0].adapter is not adapter:
+                        continue
+                    n = len(queue[0].tokens.ids)
+                    if batch and not batch_fits(len(batch) + 1, max(longest, n), budget):
+                        continue
+                    batch.append(queue.popleft())
+                    longest, added = max(longest, n), True
+                    request.served += 1
+                    if not queue:
+                        del self._active[request]
+                if not added or not batch_fits(len(batch) + 1, longest, budget):  # this level is done
+                    break
+            if not batch_fits(len(batch) + 1, longest, budget):  # nothing more can fit
                 break
         self._pending -= len(batch)
         self._queued_tokens -= sum(len(i.tokens.ids) for i in batch)
@@ -278,6 +282,17 @@ class ModelWorker:
         for item, (result, exc) in zip(batch, outcome):
             if item.request.remaining > 0:
                 item.request.settle(item.index, result, exc)
+
+
+def _priority_levels(order: list[_Request]) -> list[list[_Request]]:
+    """``order`` (sorted by :meth:`_Request.key`) split into runs of equal priority."""
+    levels: list[list[_Request]] = []
+    for request in order:
+        if levels and levels[-1][0].priority == request.priority:
+            levels[-1].append(request)
+        else:
+            levels.append([request])
+    return levels
 
 
 def _post(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:

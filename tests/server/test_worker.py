@@ -150,3 +150,35 @@ def test_a_request_larger_than_the_whole_queue_is_413_not_429(loop_and_worker):
 
     status, fits = asyncio.run(scenario())
     assert status == 413 and fits[1] == [10]
+
+
+def _queued(worker, engine, texts, priority=0):
+    """Queue a request directly (no engine loop thread): its _Request."""
+    from poolkit.server.queue import _Request
+
+    request = _Request(asyncio.new_event_loop().create_future(), priority)
+    worker._prepare_and_queue(lambda: engine.prepare(texts), tuple, request)
+    return request
+
+
+def test_batches_are_filled_round_robin_least_served_first():
+    engine = FakeEngine()
+    worker = ModelWorker(engine, EngineLoop(), max_batch_tokens=40)  # 5 prompts of 8 tokens per batch
+    bulk = _queued(worker, engine, ["b" * 8] * 20)
+    first = worker._next_batch()
+    assert [i.request for i in first] == [bulk] * 5
+    single = _queued(worker, engine, ["s" * 8])  # arrives while the bulk request is being computed
+    second = worker._next_batch()
+    assert second[0].request is single and len(second) == 5  # the next pass, first in it, the rest bulk
+    two = _queued(worker, engine, ["t" * 8] * 2)
+    third = worker._next_batch()
+    assert [i.request for i in third][:2] == [two, bulk] and sum(i.request is two for i in third) == 2
+
+
+def test_priority_is_strict():
+    engine = FakeEngine()
+    worker = ModelWorker(engine, EngineLoop(), max_batch_tokens=40)
+    low = _queued(worker, engine, ["l" * 8] * 10)
+    urgent = _queued(worker, engine, ["u" * 8] * 7, priority=-1)
+    assert [i.request for i in worker._next_batch()] == [urgent] * 5
+    assert [i.request for i in worker._next_batch()] == [urgent] * 2 + [low] * 3  # what is left goes to the rest
