@@ -1,5 +1,6 @@
 """The plugin host: loads ``poolkit.plugins`` entry points and keeps one registry per kind of part."""
 
+from poolkit.registry.check import check_plugins, declared_tasks, deprecated_parts
 from poolkit.registry.errors import (
     PluginLoadError,
     PoolkitError,
@@ -22,6 +23,9 @@ __all__ = [
     "UnknownNameError",
     "UnknownPoolerError",
     "UnknownTaskError",
+    "check_plugins",
+    "declared_tasks",
+    "deprecated_parts",
     "get_host",
     "hookimpl",
     "hookspec",

@@ -31,18 +31,20 @@ hookimpl = pluggy.HookimplMarker("poolkit")
 def register_architectures(register: Callable[..., None]) -> None:
     """Register model architectures (the ``architectures`` names of a HF ``config.json``).
 
-    :param register: ``register(arch: str, target: str, *, tasks: Iterable[str] = ())``;
-        ``target`` is ``"module:Class"`` of an ``nn.Module`` built as
-        ``Class(hf_config, state_dict, dtype, kernels)`` whose ``forward(PackedBatch)`` returns the
-        ``(tokens, hidden)`` last hidden state, with class attributes ``default_pooling`` and
-        ``supported_tasks`` (see ``poolkit.builtin_models.bert``). ``tasks`` is shown by
-        ``poolkit plugins`` without importing the class; the class attribute is what the Engine uses.
+    :param register: ``register(arch: str, target: str, *, tasks: Iterable[str] = (), fallback: bool = False)``;
+        ``target`` is ``"module:Class"`` of a :class:`poolkit.PoolingModel` subclass, which declares the
+        tasks it serves (``supported_tasks``, or ``tasks_for(config)`` when they depend on the config)
+        and its ``default_pooling`` (see ``poolkit.model.interface``). ``tasks`` is optional and only
+        kept for older plugins: ``poolkit plugins`` lists it without importing the class, the class's
+        declaration is what the Engine serves. ``fallback=True`` (the built-in transformers fallback)
+        serves any architecture the class ``accepts(config)`` that no plugin registered. Any other
+        keyword fails the plugin.
 
     Use in plugins::
 
         @hookimpl
         def register_architectures(register):
-            register("TinyNetModel", "my_pkg.tinynet:TinyNetModel", tasks=["embed"])
+            register("TinyNetModel", "my_pkg.tinynet:TinyNetModel")
     """
 
 
@@ -55,7 +57,7 @@ def register_poolers(register: Callable[..., None]) -> None:
 
     :param register: ``register(name: str, target: str)``; ``name`` is what
         ``pooler_config={"pooling_type": name}`` selects (``"MEAN"``, ``"CLS"``, ...), ``target``
-        a ``"module:Class"`` of a :class:`poolkit.builtin_poolers.methods.PoolingMethod`.
+        a ``"module:Class"`` of a :class:`poolkit.PoolingMethod` declaring its ``supported_tasks``.
     """
 
 
@@ -64,7 +66,9 @@ def register_activations(register: Callable[..., None]) -> None:
     """Register activations applied after pooling (``normalize``, ``softmax``, ``sigmoid``...).
 
     :param register: ``register(name: str, target: str)``; ``target`` is ``"module:callable"``
-        taking and returning a float tensor.
+        taking and returning a float tensor. Task adapters load one by name with
+        ``TaskContext.activation(name)``; poolkit registers ``normalize``, ``softmax``, ``sigmoid``
+        and ``identity`` (``poolkit.builtin_poolers.activations``).
     """
 
 
@@ -73,7 +77,7 @@ def register_tasks(register: Callable[..., None]) -> None:
     """Register task adapters: what a task (``embed``, ``token_embed``...) pools and returns.
 
     :param register: ``register(name: str, target: str)``; ``target`` is ``"module:Class"`` of
-        a :class:`poolkit.tasks.TaskAdapter`.
+        a :class:`poolkit.TaskAdapter` whose ``name`` is the registered name.
     """
 
 

@@ -3,8 +3,11 @@
 Every plugin, built-in or third-party, is an entry point in the ``poolkit.plugins`` group whose
 value is a module of ``@hookimpl`` functions. Loading is lazy (first registry access, never at
 ``import poolkit``), idempotent, and isolated: a plugin that fails to import or raises in a hook is
-recorded with its name, distribution and cause, warned about once, and skipped; the rest load.
-``POOLKIT_STRICT_PLUGINS=1`` raises instead.
+recorded with its name, distribution and cause, warned about once, rolled back and skipped; the rest
+load. ``POOLKIT_STRICT_PLUGINS=1`` raises instead.
+
+Hooks are called through pluggy (so a hookimpl declares only the arguments it uses, and a hookspec
+may gain arguments), one plugin at a time: ``pm.subset_hook_caller(hook, remove_plugins=others)``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -46,6 +50,16 @@ KINDS: dict[str, tuple[str, type[UnknownNameError], str]] = {
     "io_processors": ("register_io_processors", UnknownNameError, "IO processor"),
 }
 
+# kind of part -> the keyword arguments its ``register()`` accepts; any other keyword fails the plugin
+REGISTER_KEYWORDS: dict[str, tuple[str, ...]] = {
+    # tasks: what ``poolkit plugins`` shows without importing (the class's ``supported_tasks`` is what counts);
+    # fallback: serves any architecture its class ``accepts(config)`` (the built-in transformers fallback)
+    "architectures": ("tasks", "fallback"),
+}
+
+_DOTTED = r"(?!\d)\w+(?:\.(?!\d)\w+)*"
+_TARGET = re.compile(rf"{_DOTTED}:{_DOTTED}")  # "package.module:Class" or "module:Outer.Inner"
+
 
 @dataclass
 class PluginInfo:
@@ -58,6 +72,8 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    failed_in: str | None = None
+    """The hook that raised (``register_poolers``...), or None when the import itself failed."""
 
     @property
     def label(self) -> str:
@@ -179,23 +195,24 @@ class PluginHost:
             if self._loaded:
                 return self
             self._loaded = True
-            modules = []
+            plugins = []
             for ep in self._entry_points():
                 info = PluginInfo(ep.name, *_dist_of(ep), value=ep.value)
                 self.plugins.append(info)
                 plugin_name = f"{info.dist}:{ep.name}"
                 try:
-                    module = ep.load()
-                    self.pm.register(module, name=plugin_name)
+                    plugin = ep.load()
+                    self.pm.register(plugin, name=plugin_name)
                     self.pm.check_pending()  # a misspelled hook name fails loudly, not silently
+                    _check_hook_names(plugin, self.pm)
                 except Exception as exc:
                     if self.pm.has_plugin(plugin_name):
                         self.pm.unregister(name=plugin_name)
                     self._fail(info, "failed to load", exc)
                     continue
-                modules.append((info, module))
-            for info, module in modules:
-                self._call_hooks(info, module)
+                plugins.append((info, plugin))
+            for info, plugin in plugins:
+                self._call_hooks(info, plugin)
             return self
 
     def _entry_points(self) -> list[Any]:
@@ -210,32 +227,77 @@ class PluginHost:
         # built-ins first so that conflicts always name the third-party plugin second
         return sorted(eps, key=lambda ep: (_dist_of(ep)[0] != "poolkit", _dist_of(ep)[0], ep.name))
 
-    def _call_hooks(self, info: PluginInfo, module: Any) -> None:
+    def _call_hooks(self, info: PluginInfo, plugin: Any) -> None:
+        """Call ``plugin``'s hooks through pluggy, leaving every other plugin out of the call.
+
+        One plugin at a time, so that a failure is attributed to it and isolated: a hook that raises
+        rolls back everything the plugin registered and skips the rest of its hooks. A name another
+        plugin registered too is kept on both sides as a conflict, so that lookups name the two.
+        """
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        implemented = {caller.name for caller in self.pm.get_hookcallers(plugin) or ()}
+        added: list[Entry] = []
         for kind, (hook_name, _err, _what) in KINDS.items():
-            impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin is module]
-            if not impls:
+            if hook_name not in implemented:
                 continue
             info.hooks.append(hook_name)
-            added: list[Entry] = []
-
-            def register(name: str, target: str, *, _kind=kind, _added=added, **meta: Any) -> None:
-                if not isinstance(target, str) or ":" not in target:
-                    raise TypeError(f"register({name!r}, ...) needs a 'module:attr' string target, got {target!r}")
-                entry = Entry(_kind, name, target, info, meta)
-                self.registries[_kind].add(entry)
-                _added.append(entry)
-
+            hook = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
             try:
-                for impl in impls:  # called one plugin at a time, so a failure is attributed and isolated
-                    impl.function(*[{"register": register}[arg] for arg in impl.argnames])
-            except Exception as exc:
-                if not isinstance(exc, RegistryConflictError):  # keep the other plugin's entries
-                    for entry in added:
-                        self.registries[kind].entries.pop(entry.name, None)
-                    added.clear()
+                hook(**self._hook_kwargs(hook_name, self._register_callback(kind, info, added)))
+            except RegistryConflictError as exc:
+                info.failed_in = hook_name
                 self._fail(info, f"raised in {hook_name}", exc)
-            if added:
-                info.registered.setdefault(kind, []).extend(e.name for e in added)
+            except Exception as exc:
+                self._roll_back(info)
+                self.pm.unregister(plugin)
+                info.failed_in = hook_name
+                self._fail(info, f"raised in {hook_name}", exc)
+                return
+        for entry in added:
+            info.registered.setdefault(entry.kind, []).append(entry.name)
+
+    def _roll_back(self, info: PluginInfo) -> None:
+        """Remove every part ``info``'s plugin registered; a name it made a conflict goes back to the other owner."""
+        for registry in self.registries.values():
+            for name in [n for n, e in registry.entries.items() if e.plugin is info]:
+                del registry.entries[name]
+            for name, owners in list(registry.conflicts.items()):
+                rest = [e for e in owners if e.plugin is not info]
+                if len(rest) == len(owners):
+                    continue
+                if len(rest) > 1:
+                    registry.conflicts[name] = rest
+                else:
+                    del registry.conflicts[name]
+                    registry.entries.update({name: e for e in rest})
+
+    def _hook_kwargs(self, hook_name: str, register: Any) -> dict[str, Any]:
+        """Every argument of the ``register_*`` hooks; pluggy passes each hookimpl only those it declares."""
+        return {"register": register}
+
+    def _register_callback(self, kind: str, info: PluginInfo, added: list[Entry]) -> Any:
+        """The ``register(name, target, **keywords)`` a plugin's ``register_<kind>`` hook receives."""
+        allowed = REGISTER_KEYWORDS.get(kind, ())
+
+        def register(name: str, target: str, **meta: Any) -> None:
+            unknown = sorted(set(meta) - set(allowed))
+            if unknown:
+                raise TypeError(
+                    f"register({name!r}, ...) in {KINDS[kind][0]} got unknown keyword argument(s) {unknown}; "
+                    f"it accepts {list(allowed) if allowed else 'none'}"
+                )
+            if not isinstance(target, str) or not _TARGET.fullmatch(target):
+                raise TypeError(f"register({name!r}, ...) needs a 'module:attr' string target, got {target!r}")
+            if "tasks" in meta:  # optional now that the class declares them; kept for older plugins
+                tasks = meta["tasks"]
+                meta["tasks"] = tuple(tasks)
+                if isinstance(tasks, str) or not all(isinstance(t, str) for t in meta["tasks"]):
+                    raise TypeError(f"register({name!r}, ..., tasks=...) needs a list of task names, got {tasks!r}")
+            entry = Entry(kind, name, target, info, meta)
+            self.registries[kind].add(entry)
+            added.append(entry)
+
+        return register
 
     def _fail(self, info: PluginInfo, what: str, exc: Exception) -> None:
         info.error = f"{type(exc).__name__}: {exc}"
@@ -280,6 +342,15 @@ def reset_host() -> None:
     importlib.invalidate_caches()
 
 
+def _check_hook_names(plugin: Any, pm: pluggy.PluginManager) -> None:
+    """Refuse a hookimpl named unlike its hook (``specname=``): pluggy's ``subset_hook_caller`` finds
+    plugins by attribute name, so such a plugin could not be left out of other plugins' calls."""
+    for caller in pm.get_hookcallers(plugin) or ():
+        if not hasattr(plugin, caller.name):
+            raise TypeError(f"hook {caller.name!r} is implemented under another name (specname=); poolkit calls "
+                            f"each plugin's hooks on their own and needs the function named {caller.name!r}")
+
+
 def _dist_of(ep: Any) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is None:
@@ -287,4 +358,5 @@ def _dist_of(ep: Any) -> tuple[str, str]:
     return dist.metadata["Name"] or dist.name, dist.version or "?"
 
 
-__all__ = ["ENTRY_POINT_GROUP", "KINDS", "Entry", "PluginHost", "PluginInfo", "Registry", "get_host", "reset_host"]
+__all__ = ["ENTRY_POINT_GROUP", "KINDS", "REGISTER_KEYWORDS", "Entry", "PluginHost", "PluginInfo", "Registry",
+           "get_host", "reset_host"]

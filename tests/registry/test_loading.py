@@ -1,13 +1,15 @@
-"""Plugin loading: isolation of broken plugins, the allow-list, conflicts, typos, de-duplication.
+"""Plugin loading: isolation of broken plugins, the allow-list, conflicts, typos, de-duplication, and
+hooks called through pluggy (argument pruning).
 
-Entry points are faked by monkeypatching ``importlib_metadata.entry_points`` (pluggy's own test
-technique) with modules created in the test; the real-distribution test is in test_distribution.py.
+Entry points are faked (``add_plugin``/``fake_eps`` in conftest.py); the real-distribution test is in
+test_distribution.py.
 """
 
 from __future__ import annotations
 
 import sys
 import types
+import warnings
 
 import pytest
 
@@ -18,57 +20,26 @@ from poolkit.registry import (
     UnknownArchitectureError,
     UnknownPoolerError,
     hookimpl,
+    hookspec,
+    hookspecs,
     loading,
 )
-
-
-class FakeDist:
-    def __init__(self, name, version="1.0"):
-        self.name, self.version, self.metadata = name, version, {"Name": name}
-
-
-class FakeEntryPoint:
-    def __init__(self, name, module, dist):
-        self.name, self.value, self.dist, self.group = name, module, FakeDist(dist), loading.ENTRY_POINT_GROUP
-
-    def load(self):
-        __import__(self.value)
-        return sys.modules[self.value]
-
-
-def _module(name, **hooks):
-    mod = types.ModuleType(name)
-    for hook_name, fn in hooks.items():
-        setattr(mod, hook_name, hookimpl(fn))
-    sys.modules[name] = mod
-    return name
-
-
-@pytest.fixture
-def fake_eps(monkeypatch):
-    eps = []
-    monkeypatch.setattr(loading.metadata, "entry_points", lambda group: [e for e in eps if e.group == group])
-    monkeypatch.delenv("POOLKIT_PLUGINS", raising=False)
-    monkeypatch.delenv("POOLKIT_STRICT_PLUGINS", raising=False)
-    yield eps
-    for e in eps:
-        sys.modules.pop(e.value, None)
 
 
 def _arch_plugin(arch, target="x:Y"):
     return lambda register: register(arch, target)
 
 
-def test_plugins_register_parts(fake_eps):
-    fake_eps.append(FakeEntryPoint("a", _module("pk_a", register_architectures=_arch_plugin("AModel")), "dist-a"))
+def test_plugins_register_parts(add_plugin):
+    add_plugin("a", "dist-a", register_architectures=_arch_plugin("AModel"))
     host = PluginHost().load()
     assert host.registry("architectures").get("AModel").plugin.dist == "dist-a"
     assert host.plugins[0].registered == {"architectures": ["AModel"]}
 
 
-def test_broken_import_is_reported_by_name_and_others_load(fake_eps, caplog):
-    fake_eps.append(FakeEntryPoint("broken", "pk_does_not_exist", "dist-broken"))
-    fake_eps.append(FakeEntryPoint("good", _module("pk_good", register_architectures=_arch_plugin("GoodModel")), "dist-good"))
+def test_broken_import_is_reported_by_name_and_others_load(add_plugin, caplog):
+    add_plugin("broken", "dist-broken", module="pk_does_not_exist")
+    add_plugin("good", "dist-good", register_architectures=_arch_plugin("GoodModel"))
     with pytest.warns(RuntimeWarning, match=r"(?s)plugin 'broken' \(distribution dist-broken 1.0.*No module named 'pk_does_not_exist'"):
         host = PluginHost().load()
     [logged] = [r for r in caplog.records if r.name == "poolkit.registry"]  # logged too, with its traceback
@@ -78,38 +49,57 @@ def test_broken_import_is_reported_by_name_and_others_load(fake_eps, caplog):
     assert failed.name == "broken" and "ModuleNotFoundError" in failed.error
 
 
-def test_hook_that_raises_is_isolated_and_rolled_back(fake_eps):
+def test_hook_that_raises_is_isolated_and_rolled_back(add_plugin):
     def bad(register):
-        register("HalfModel", "x:Y")
+        register("HALF", "x:Y")
         raise RuntimeError("boom")
 
-    fake_eps.append(FakeEntryPoint("bad", _module("pk_bad", register_architectures=bad), "dist-bad"))
-    fake_eps.append(FakeEntryPoint("good", _module("pk_good2", register_architectures=_arch_plugin("GoodModel")), "dist-good"))
-    with pytest.warns(RuntimeWarning, match="(?s)raised in register_architectures.*RuntimeError: boom"):
+    add_plugin("bad", "dist-bad", register_architectures=_arch_plugin("HalfModel"), register_poolers=bad,
+               register_tasks=lambda register: register("never", "x:Y"))
+    add_plugin("good", "dist-good", register_architectures=_arch_plugin("GoodModel"))
+    with pytest.warns(RuntimeWarning, match="(?s)plugin 'bad'.*raised in register_poolers.*RuntimeError: boom"):
         host = PluginHost().load()
-    archs = host.registry("architectures")
-    assert "GoodModel" in archs and "HalfModel" not in archs
+    assert "GoodModel" in host.registry("architectures")
+    # the whole plugin is rolled back (its architecture too, from a hook that did not raise) and skipped
+    assert "HalfModel" not in host.registry("architectures") and "HALF" not in host.registry("poolers")
+    assert "never" not in host.registry("tasks")
+    [bad_info] = host.failures()
+    assert bad_info.registered == {} and bad_info.failed_in == "register_poolers"
+    assert not host.pm.has_plugin("dist-bad:bad") and host.pm.has_plugin("dist-good:good")
 
 
-def test_strict_mode_raises(fake_eps, monkeypatch):
+def test_strict_mode_raises(add_plugin, monkeypatch):
     monkeypatch.setenv("POOLKIT_STRICT_PLUGINS", "1")
-    fake_eps.append(FakeEntryPoint("broken", "pk_does_not_exist2", "dist-broken"))
+    add_plugin("broken", "dist-broken", module="pk_does_not_exist2")
     with pytest.raises(PluginLoadError, match="plugin 'broken'"):
         PluginHost().load()
 
 
-def test_duplicate_name_names_both_plugins(fake_eps):
-    fake_eps.append(FakeEntryPoint("one", _module("pk_one", register_architectures=_arch_plugin("SameModel")), "dist-one"))
-    fake_eps.append(FakeEntryPoint("two", _module("pk_two", register_architectures=_arch_plugin("SameModel")), "dist-two"))
+def test_duplicate_name_names_both_plugins(add_plugin):
+    add_plugin("one", "dist-one", register_architectures=_arch_plugin("SameModel"))
+    add_plugin("two", "dist-two", register_architectures=_arch_plugin("SameModel"))
     with pytest.warns(RuntimeWarning, match="SameModel"):
         host = PluginHost().load()
     with pytest.raises(RegistryConflictError, match=r"plugin 'one'.*dist-one.*plugin 'two'.*dist-two"):
         host.registry("architectures").get("SameModel")
 
 
-def test_allow_list(fake_eps, monkeypatch):
-    fake_eps.append(FakeEntryPoint("a", _module("pk_al_a", register_architectures=_arch_plugin("AModel")), "dist-a"))
-    fake_eps.append(FakeEntryPoint("b", _module("pk_al_b", register_architectures=_arch_plugin("BModel")), "dist-b"))
+def test_rolling_back_a_plugin_undoes_its_conflicts(add_plugin):
+    def raises(register):
+        raise RuntimeError("boom")
+
+    add_plugin("one", "dist-one", register_architectures=_arch_plugin("SameModel"))
+    add_plugin("two", "dist-two", register_architectures=_arch_plugin("SameModel"), register_poolers=raises)
+    with pytest.warns(RuntimeWarning) as record:
+        host = PluginHost().load()
+    assert ["RegistryConflictError" in str(w.message) for w in record] == [True, False]
+    assert "plugin 'two'" in str(record[1].message) and "RuntimeError: boom" in str(record[1].message)
+    assert host.registry("architectures").get("SameModel").plugin.name == "one"  # two was rolled back: no conflict
+
+
+def test_allow_list(add_plugin, monkeypatch):
+    add_plugin("a", "dist-a", register_architectures=_arch_plugin("AModel"))
+    add_plugin("b", "dist-b", register_architectures=_arch_plugin("BModel"))
     monkeypatch.setenv("POOLKIT_PLUGINS", "b")
     host = PluginHost().load()
     assert host.registry("architectures").names() == ["BModel"]
@@ -117,22 +107,22 @@ def test_allow_list(fake_eps, monkeypatch):
     assert PluginHost().load().plugins == []
 
 
-def test_misspelled_hook_fails_loudly(fake_eps):
-    fake_eps.append(FakeEntryPoint("typo", _module("pk_typo", register_architecture=_arch_plugin("X")), "dist-typo"))
+def test_misspelled_hook_fails_loudly(add_plugin):
+    add_plugin("typo", "dist-typo", register_architecture=_arch_plugin("X"))
     with pytest.warns(RuntimeWarning, match="unknown hook 'register_architecture'"):
         host = PluginHost().load()
     assert host.failures()[0].name == "typo"
 
 
-def test_same_distribution_seen_twice_loads_once(fake_eps):
-    mod = _module("pk_twice", register_architectures=_arch_plugin("TwiceModel"))
-    fake_eps.extend([FakeEntryPoint("twice", mod, "dist-twice"), FakeEntryPoint("twice", mod, "dist-twice")])
+def test_same_distribution_seen_twice_loads_once(add_plugin):
+    mod = add_plugin("twice", "dist-twice", register_architectures=_arch_plugin("TwiceModel"))
+    add_plugin("twice", "dist-twice", module=mod)
     host = PluginHost().load()  # no conflict warning: lib64 -> lib symlinks show one dist-info twice
     assert len(host.plugins) == 1 and "TwiceModel" in host.registry("architectures")
 
 
-def test_unknown_names_list_what_is_registered(fake_eps):
-    fake_eps.append(FakeEntryPoint("a", _module("pk_un", register_architectures=_arch_plugin("AModel")), "dist-a"))
+def test_unknown_names_list_what_is_registered(add_plugin):
+    add_plugin("a", "dist-a", register_architectures=_arch_plugin("AModel"))
     host = PluginHost().load()
     with pytest.raises(UnknownArchitectureError, match=r"Unknown architecture 'Nope'. Registered: \['AModel'\].*plugin"):
         host.registry("architectures").get("Nope")
@@ -140,12 +130,13 @@ def test_unknown_names_list_what_is_registered(fake_eps):
         host.registry("poolers").get("MAXX")
 
 
-def test_target_must_be_a_lazy_string(fake_eps):
-    import poolkit.builtin_models.bert as bert  # noqa: F401  (a class object is refused, a string is not)
-
-    fake_eps.append(FakeEntryPoint("cls", _module("pk_cls", register_architectures=lambda register: register("C", object)), "d"))
-    with pytest.warns(RuntimeWarning, match="module:attr"):
-        PluginHost().load()
+@pytest.mark.parametrize("target", [object, "pkg.module", "pkg.module:", ":Class", "pkg..module:Class", "pkg:1Class",
+                                    "pkg:Class extra"])
+def test_target_must_be_a_lazy_module_attr_string(add_plugin, target):
+    add_plugin("cls", "d", register_architectures=lambda register: register("C", target))
+    with pytest.warns(RuntimeWarning, match="needs a 'module:attr' string target"):
+        host = PluginHost().load()
+    assert "C" not in host.registry("architectures")
 
 
 def test_builtins_register_through_entry_points(fresh_host):
@@ -165,3 +156,117 @@ def test_allow_list_applies_to_builtins_too(fresh_host, monkeypatch):
     host = get_host()
     assert host.registry("architectures").names() == []
     assert "MEAN" in host.registry("poolers")
+
+
+# --- hooks are called through pluggy ------------------------------------------------------------
+
+
+def test_hooks_run_through_pluggy_one_plugin_at_a_time(add_plugin):
+    add_plugin("a", "dist-a", register_architectures=_arch_plugin("AModel"), register_poolers=lambda register: None)
+    add_plugin("b", "dist-b", register_architectures=_arch_plugin("BModel"))
+    host, calls = PluginHost(), []
+    host.pm.add_hookcall_monitoring(lambda hook, impls, kwargs: calls.append((hook, [i.plugin_name for i in impls])),
+                                    lambda outcome, hook, impls, kwargs: None)
+    host.load()
+    assert calls == [("register_architectures", ["dist-a:a"]), ("register_poolers", ["dist-a:a"]),
+                     ("register_architectures", ["dist-b:b"])]
+
+
+def test_a_hookimpl_may_declare_fewer_arguments_than_the_spec(add_plugin):
+    calls = []
+    add_plugin("none", "dist-none", register_architectures=lambda: calls.append("called without arguments"))
+    add_plugin("some", "dist-some", register_architectures=_arch_plugin("SomeModel"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pluggy warning either
+        host = PluginHost().load()
+    assert calls == ["called without arguments"] and host.failures() == []
+    [none, some] = host.plugins
+    assert none.hooks == ["register_architectures"] and none.registered == {}
+    assert some.registered == {"architectures": ["SomeModel"]}
+
+
+def test_a_hookspec_argument_added_later_is_harmless(add_plugin, monkeypatch):
+    """The compatibility policy: a hook may gain an argument; implementations written before it keep working."""
+    specs = types.ModuleType("future_hookspecs")
+    for name in dir(hookspecs):
+        if name.startswith("register_"):
+            setattr(specs, name, getattr(hookspecs, name))
+
+    @hookspec
+    def register_architectures(register, host):
+        """Today's hook, plus the plugin host."""
+
+    specs.register_architectures = register_architectures
+    monkeypatch.setattr(loading, "hookspecs", specs)
+    monkeypatch.setattr(PluginHost, "_hook_kwargs", lambda self, hook, register: {"register": register, "host": self})
+    seen = []
+
+    def new(register, host):
+        seen.append(host)
+        register("NewModel", "x:Y")
+
+    add_plugin("old", "dist-old", register_architectures=_arch_plugin("OldModel"))
+    add_plugin("new", "dist-new", register_architectures=new)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        host = PluginHost().load()
+    assert host.failures() == [] and host.registry("architectures").names() == ["NewModel", "OldModel"]
+    assert seen == [host]
+
+
+def test_a_hookimpl_argument_the_spec_lacks_fails_that_plugin(add_plugin):
+    add_plugin("extra", "dist-extra", register_architectures=lambda register, bogus: register("ExtraModel", "x:Y"))
+    add_plugin("good", "dist-good", register_architectures=_arch_plugin("GoodModel"))
+    with pytest.warns(RuntimeWarning, match=r"(?s)plugin 'extra'.*failed to load.*Argument\(s\) \{'bogus'\}"):
+        host = PluginHost().load()
+    assert host.registry("architectures").names() == ["GoodModel"] and host.failures()[0].name == "extra"
+
+
+def test_a_hookimpl_under_another_name_is_refused(add_plugin):
+    """pluggy's subset_hook_caller finds plugins by attribute name: a ``specname=`` alias could not be left out."""
+    module = add_plugin("alias", "dist-alias")
+    sys.modules[module].my_architectures = hookimpl(specname="register_architectures")(_arch_plugin("AliasModel"))
+    add_plugin("good", "dist-good", register_architectures=_arch_plugin("GoodModel"))
+    with pytest.warns(RuntimeWarning, match="(?s)plugin 'alias'.*implemented under another name"):
+        host = PluginHost().load()
+    archs = host.registry("architectures")
+    assert archs.names() == ["GoodModel"] and archs.get("GoodModel").plugin.name == "good"
+
+
+# --- register() keywords ------------------------------------------------------------------------
+
+
+def test_unknown_register_keyword_fails_only_that_plugin(add_plugin):
+    def typo(register):
+        register("TypoModel", "x:Y", tasks=["embed"])  # accepted (and rolled back with the plugin)
+        register("TypoModel2", "x:Y", task=["embed"])
+
+    add_plugin("typo", "dist-typo", register_architectures=typo)
+    add_plugin("pool", "dist-pool", register_poolers=lambda register: register("P", "x:Y", tasks=["embed"]))
+    add_plugin("good", "dist-good", register_architectures=_arch_plugin("GoodModel"),
+               register_poolers=lambda register: register("GOOD", "x:Y"))
+    with pytest.warns(RuntimeWarning) as record:
+        host = PluginHost().load()
+    messages = [str(w.message) for w in record]
+    assert any("plugin 'typo' (distribution dist-typo" in m and "unknown keyword argument(s) ['task']" in m
+               and "it accepts ['tasks', 'fallback']" in m for m in messages), messages
+    assert any("plugin 'pool' (distribution dist-pool" in m and "unknown keyword argument(s) ['tasks']" in m
+               and "it accepts none" in m for m in messages), messages
+    assert sorted(p.name for p in host.failures()) == ["pool", "typo"]
+    assert host.registry("architectures").names() == ["GoodModel"] and host.registry("poolers").names() == ["GOOD"]
+
+
+def test_unknown_register_keyword_raises_in_strict_mode(add_plugin, monkeypatch):
+    monkeypatch.setenv("POOLKIT_STRICT_PLUGINS", "1")
+    add_plugin("typo", "dist-typo", register_architectures=lambda register: register("T", "x:Y", fallbak=True))
+    with pytest.raises(PluginLoadError, match=r"(?s)plugin 'typo'.*unknown keyword argument\(s\) \['fallbak'\]"):
+        PluginHost().load()
+
+
+def test_register_tasks_keyword_is_checked_and_kept_as_a_tuple(add_plugin):
+    add_plugin("ok", "dist-ok", register_architectures=lambda register: register("OkModel", "x:Y", tasks=["embed"]))
+    add_plugin("str", "dist-str", register_architectures=lambda register: register("StrModel", "x:Y", tasks="embed"))
+    with pytest.warns(RuntimeWarning, match=r"(?s)plugin 'str'.*needs a list of task names, got 'embed'"):
+        host = PluginHost().load()
+    assert host.registry("architectures").names() == ["OkModel"]
+    assert host.registry("architectures").get("OkModel").meta == {"tasks": ("embed",)}
