@@ -1,19 +1,22 @@
-"""The ``poolkit`` command: embed to JSONL and .npy, plugins listing, help, clear errors."""
+"""The ``poolkit`` command: embed to JSONL and .npy, plugins listing and check, shared engine flags, help, errors."""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import io
 import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
 from poolkit import Engine, testing
-from poolkit.cli import main
+from poolkit.cli import build_parser, main
 
 
 def test_embed_texts_to_jsonl_on_stdout(tiny_bert_dir, capsys):
@@ -151,3 +154,102 @@ def test_plugins_lists_builtins(capsys):
     names = {r["name"]: r for r in rows}
     assert "BertModel" in names["builtin_models"]["registered"]["architectures"]
     assert names["builtin_models"]["builtin"] is True and names["builtin_models"]["version"]
+
+
+# --- plugins --check ---------------------------------------------------------------------------------------
+
+BROKEN = [
+    {"plugin": "builtin_models", "distribution": "poolkit", "kind": "architectures", "name": "FooModel",
+     "target": "poolkit.builtin_models.foo:FooModel",
+     "problem": "ModuleNotFoundError: No module named 'poolkit.builtin_models.foo'"},
+    {"plugin": "poolkit-dummy", "distribution": "poolkit-dummy", "kind": "poolers", "name": "MAX",
+     "target": "dummy.poolers:MaxPool", "problem": "MaxPool is not a subclass of PoolingMethod\n(it is a function)"},
+    {"plugin": "foo", "distribution": "poolkit-foo", "kind": None, "name": None, "target": "foo_pkg",
+     "problem": "failed to load: ModuleNotFoundError: No module named 'sentencepiece'"},
+]
+
+
+def _fake_check(monkeypatch, problems: list[dict]) -> None:
+    """``poolkit.registry.check.check_plugins`` returning ``problems``, whether or not the real module exists."""
+    module = types.ModuleType("poolkit.registry.check")
+    module.check_plugins = lambda: [dict(p) for p in problems]
+    monkeypatch.setitem(sys.modules, "poolkit.registry.check", module)
+
+
+def test_plugins_check_prints_the_broken_parts_and_exits_1(monkeypatch, capsys):
+    _fake_check(monkeypatch, BROKEN)
+    assert main(["plugins", "--check"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == BROKEN  # the problems as JSON on stdout
+    lines = err.splitlines()
+    assert len(lines) == 3, err  # one line per broken part on stderr, naming it
+    assert lines[0].startswith("poolkit plugins: broken architectures 'FooModel' of plugin 'builtin_models'")
+    assert "poolkit.builtin_models.foo:FooModel" in lines[0] and "No module named" in lines[0]
+    assert "'MAX' of plugin 'poolkit-dummy'" in lines[1] and lines[1].endswith("PoolingMethod (it is a function)")
+    assert lines[2] == ("poolkit plugins: broken plugin 'foo' (poolkit-foo, entry point 'foo_pkg'): "
+                        "failed to load: ModuleNotFoundError: No module named 'sentencepiece'")
+
+
+def test_plugins_check_all_well_prints_an_empty_list(monkeypatch, capsys):
+    _fake_check(monkeypatch, [])
+    assert main(["plugins", "--check"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [] and err == ""
+
+
+def test_plugins_check_keeps_the_listing_filters(monkeypatch, capsys):
+    _fake_check(monkeypatch, BROKEN)
+    assert main(["plugins", "--check", "--hook", "register_architectures"]) == 1
+    assert [p["name"] for p in json.loads(capsys.readouterr().out)] == ["FooModel"]  # poolkit-dummy is not loaded
+    main(["plugins", "--check", "--third-party"])
+    assert all(p["distribution"] != "poolkit" for p in json.loads(capsys.readouterr().out))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("poolkit.registry.check") is None,
+                    reason="poolkit.registry.check (check_plugins) is not written yet")
+def test_plugins_check_passes_on_the_builtins():
+    proc = subprocess.run([sys.executable, "-m", "poolkit.cli", "plugins", "--check"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "POOLKIT_PLUGINS": "poolkit"})  # the built-ins only
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+# --- the engine flags embed and serve share -----------------------------------------------------------------
+
+ENGINE_FLAGS = ["--dtype", "bf16", "--device", "cpu", "--kernels", "torch", "--max-model-len", "64",
+                "--max-batch-tokens", "512", "--pooler-config", '{"pooling_type": "CLS"}',
+                "--hf-overrides", '{"num_labels": 3}', "--trust-remote-code", "--revision", "v1", "--no-auto-truncate",
+                "--runner", "pooling", "--convert", "embed", "--io-processor-plugin", "prithvi"]
+
+
+def test_embed_and_serve_share_one_set_of_engine_flags():
+    from poolkit.cli.parser import engine_kwargs
+
+    embed = build_parser().parse_args(["embed", "a text", *ENGINE_FLAGS])
+    serve = build_parser().parse_args(["serve", "a-model", *ENGINE_FLAGS])
+    want = dict(runner="pooling", convert="embed", pooler_config={"pooling_type": "CLS"},
+                hf_overrides={"num_labels": 3}, dtype="bfloat16", device="cpu", kernels="torch", max_model_len=64,
+                max_batch_tokens=512, trust_remote_code=True, revision="v1", auto_truncate=False,
+                io_processor_plugin="prithvi")
+    assert engine_kwargs(embed) == engine_kwargs(serve) == want
+    defaults = engine_kwargs(build_parser().parse_args(["embed", "a text"]))
+    assert defaults == engine_kwargs(build_parser().parse_args(["serve", "a-model"]))
+    engine_defaults = inspect.signature(Engine.__init__).parameters
+    assert {k: engine_defaults[k].default for k in defaults} == defaults  # no flag changes an Engine default
+
+
+def test_embed_passes_the_engine_flags_to_the_engine(monkeypatch, capsys):
+    import poolkit
+
+    seen = {}
+
+    def fake_engine(model, **kwargs):
+        seen.update(kwargs, model=model)
+        raise ValueError("not loading a model in this test")
+
+    monkeypatch.setattr(poolkit, "Engine", fake_engine)
+    assert main(["embed", "-m", "some/model", "x", "--hf-overrides", '{"num_labels": 3}', "--trust-remote-code",
+                 "--revision", "v1"]) == 2
+    assert "not loading a model" in capsys.readouterr().err
+    assert seen["model"] == "some/model" and seen["hf_overrides"] == {"num_labels": 3}
+    assert seen["trust_remote_code"] is True and seen["revision"] == "v1"

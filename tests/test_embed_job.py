@@ -269,6 +269,31 @@ def test_python_api(engine, tmp_path, want):
     assert testing.max_abs_diff(np.load(tmp_path / "o.npy"), want) <= 1e-6
 
 
+def test_the_job_runs_its_forward_passes_through_engine_pool(engine, tmp_path, monkeypatch, want):
+    """One Engine.pool call per chunk, with on_batch (the progress bar), and nothing else runs a batch."""
+    calls, real_pool, real_batch = [], engine.pool, engine.run_batch
+    in_pool = []
+
+    def pool(adapter, tokens, params, **kwargs):
+        calls.append((len(tokens), kwargs.get("on_batch") is not None))
+        in_pool.append(True)
+        try:
+            return real_pool(adapter, tokens, params, **kwargs)
+        finally:
+            in_pool.pop()
+
+    def run_batch(*args, **kwargs):
+        assert in_pool, "a forward pass outside Engine.pool"
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pool", pool)
+    monkeypatch.setattr(engine, "run_batch", run_batch)
+    src = write_input(tmp_path / "in.txt", TEXTS, "txt")
+    result = embed_file(engine, str(src), str(tmp_path / "o.npy"), chunk_size=8, progress=False)
+    assert calls == [(8, True), (8, True), (8, True), (6, True)] and result.rows == len(TEXTS)
+    assert testing.max_abs_diff(np.load(tmp_path / "o.npy"), want) <= 1e-6
+
+
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv", "tsv", "parquet"])
 def test_readers_continue_from_any_cursor(tmp_path, fmt):
     """What resuming relies on: the rows after a saved cursor are exactly the rest of the input."""

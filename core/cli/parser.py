@@ -1,0 +1,129 @@
+"""The ``poolkit`` command line: :func:`build_parser`, :func:`main`, and the engine flags ``embed`` and ``serve`` share.
+
+Each subcommand lives in its own module (``embed``, ``serve``, ``models``, ``plugins``) with an
+``add_parser(subparsers)`` that registers it and a ``run(args)`` that runs it. The flags that become
+:class:`poolkit.Engine` arguments are defined once, in :data:`ENGINE_FLAGS`: :func:`add_engine_args`
+adds them to a subcommand and :func:`engine_kwargs` turns the parsed values into Engine keywords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the Engine accepts them too
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and appends each option's default unless its help states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text or not action.option_strings \
+                or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _dtype(value: str) -> str:
+    value = value.lower()
+    return _DTYPE_ALIASES.get(value, value)
+
+
+# Each flag's dest is the Engine argument of the same name; JSON_FLAGS are parsed by engine_kwargs.
+ENGINE_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--runner",), dict(default="auto", choices=("auto", "pooling"), help="model runner (pooling only)")),
+    (("--convert",), dict(default="auto", choices=("auto", "none", "embed", "classify"),
+                          help="run a model as another kind (see docs/configuration.md)")),
+    (("--pooler-config",), dict(metavar="JSON", help="pooler settings, e.g. '{\"pooling_type\": \"MEAN\"}'")),
+    (("--hf-overrides",), dict(metavar="JSON", help="keys merged into config.json before it is read")),
+    (("--dtype",), dict(default="auto", type=_dtype, choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: float32 on CPU, bfloat16 on GPU; float16 is GPU only")),
+    (("--device",), dict(default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")),
+    (("--kernels",), dict(default="auto", choices=("auto", "torch"),
+                          help="auto: oneDNN prepacked linears on CPU when they pass a probe; torch: plain F.linear")),
+    (("--max-model-len",), dict(type=int, help="the limit on tokens per input (default: the Sentence Transformers "
+                                               "max_seq_length, else the model's position limit)")),
+    (("--auto-truncate",), dict(action=argparse.BooleanOptionalAction, default=None,
+                                help="truncate inputs longer than max_model_len (--auto-truncate) or refuse them "
+                                     "(--no-auto-truncate, OpenAI's behaviour: serve answers 400, embed reports a "
+                                     "row error) (default: truncate for models with a Sentence Transformers "
+                                     "max_seq_length, refuse for the others)")),
+    (("--max-batch-tokens",), dict(type=int, default=2048, help="token budget of one forward pass")),
+    (("--io-processor-plugin",), dict(metavar="NAME", help="IO processor of the 'plugin' task (/pooling) "
+                                                           "(default: config.json's io_processor_plugin)")),
+    (("--trust-remote-code",), dict(action="store_true",
+                                    help="allow the model's own Python code from the hub (tokenizer, config) to run")),
+    (("--revision",), dict(help="hub revision (branch, tag or commit) of the model(s) (default: main)")),
+)
+JSON_FLAGS = ("pooler_config", "hf_overrides")
+
+
+def _dest(flags: tuple[str, ...]) -> str:
+    return flags[0].lstrip("-").replace("-", "_")
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Add :data:`ENGINE_FLAGS` to ``parser``, as a group of their own."""
+    group = parser.add_argument_group("engine options", "how the model is loaded and run: the poolkit.Engine "
+                                                        "arguments of the same names")
+    for flags, options in ENGINE_FLAGS:
+        group.add_argument(*flags, **options)
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded)."""
+    kwargs = {_dest(flags): getattr(args, _dest(flags)) for flags, _ in ENGINE_FLAGS}
+    for name in JSON_FLAGS:
+        kwargs[name] = json_arg(kwargs[name])
+    return kwargs
+
+
+def json_arg(value: str | None) -> Any:
+    """A JSON flag's value, decoded; an invalid one ends the command with a one-line error."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"poolkit: invalid JSON {value!r}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``poolkit`` parser with every subcommand; ``args.func(args)`` runs the chosen one."""
+    from poolkit.cli import embed, models, plugins, serve
+
+    parser = argparse.ArgumentParser(
+        prog="poolkit",
+        description="Serve pooling models: embeddings, classifiers, rerankers, reward models.",
+        epilog="Examples:\n  poolkit embed 'hello world' 'another text'\n  poolkit embed -f texts.txt -o vectors.npy\n"
+               "  poolkit plugins",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the poolkit version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in (embed, serve, models, plugins):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``poolkit`` command; the exit status (2: a one-line error about the input or options)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(f"poolkit {version('poolkit')}")
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"poolkit {args.command}: error: {message}", file=sys.stderr)
+        return 2
