@@ -14,28 +14,26 @@ vllm/model_executor/models/roberta.py. Selected with
 The two heads are not in ``model.safetensors``: FlagEmbedding saves them next to it as
 ``sparse_linear.pt`` and ``colbert_linear.pt``, each a torch state dict ``{"weight", "bias"}``. The
 class names them in ``extra_weight_files``; whoever builds it (the Engine) loads each file with
-:func:`poolkit.weights.load_extra_weight_files` into the state dict under ``<file stem>.<key>``
-(``sparse_linear.weight``...). The class itself only reads state-dict keys, so it is built the same
-way as every other model class, from ``(hf_config, state_dict)``.
+:func:`poolkit.weights.load_extra_weight_files` into the checkpoint's tensors under ``<file stem>.<key>``
+(``sparse_linear.weight``...). The class itself only reads ``init.weights``, so it is built like
+every other model class, from one :class:`poolkit.ModelInit`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.roberta import RobertaForEmbedding
-from poolkit.kernels import FastLinear
+from poolkit.model.interface import ModelInit
 
 
-def _take_head(sd: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _take_head(init: ModelInit, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        return sd.pop(f"{name}.weight"), sd.pop(f"{name}.bias")
+        return init.weights.take(f"{name}.weight"), init.weights.take(f"{name}.bias")
     except KeyError:
         raise KeyError(f"BGE-M3 needs the tensors '{name}.weight' and '{name}.bias', loaded from {name}.pt in the "
-                       f"model directory (BgeM3EmbeddingModel.extra_weight_files); the state dict has none") from None
+                       f"model directory (BgeM3EmbeddingModel.extra_weight_files); the checkpoint has none") from None
 
 
 class BgeM3EmbeddingModel(RobertaForEmbedding):
@@ -43,19 +41,16 @@ class BgeM3EmbeddingModel(RobertaForEmbedding):
 
     default_pooling = "CLS"  # BGE-M3's dense vector is the normalized <s> state
     supported_tasks = ("embed", "token_embed", "token_classify")
-    # torch state dicts beside the checkpoint, loaded into the state dict as "<stem>.weight"/"<stem>.bias"
+    # torch state dicts beside the checkpoint, loaded as "<stem>.weight"/"<stem>.bias"
     extra_weight_files = ("sparse_linear.pt", "colbert_linear.pt")
     default_use_activation = False  # sparse weights are relu outputs already: no sigmoid on top
+    num_labels = 1
+    id2label = {0: "sparse_weight"}
 
-    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                 kernels: str = "auto") -> None:
-        sparse, colbert = _take_head(sd, "sparse_linear"), _take_head(sd, "colbert_linear")
-        super().__init__(cfg, sd, dtype, kernels)
+    def build_heads(self, init: ModelInit) -> None:
         # the heads see every token: matmuls in the compute dtype like the encoder's, results in fp32
-        self.sparse_linear = FastLinear(*sparse, "relu", dtype, kernels)  # C -> 1, relu fused
-        self.colbert_linear = FastLinear(*colbert, None, dtype, kernels)  # C -> colbert_dim
-        self.num_labels = 1
-        self.id2label = {0: "sparse_weight"}
+        self.sparse_linear = init.linear(*_take_head(init, "sparse_linear"), "relu")  # C -> 1, relu fused
+        self.colbert_linear = init.linear(*_take_head(init, "colbert_linear"))  # C -> colbert_dim
 
     def classify_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Sparse lexical weights ``relu(sparse_linear(h))``: ``(N, C) -> (N, 1)``."""

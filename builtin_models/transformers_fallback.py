@@ -9,21 +9,29 @@ label) or token_classify; ``*Model``, ``*ForCausalLM``... -> embed from the last
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
-from torch import nn
 
 from poolkit.batch import PackedBatch
 from poolkit.config import id2label
 from poolkit.convert import default_convert
+from poolkit.model.interface import ModelInit, PoolingModel
 
 
 def _arch(cfg: Any) -> str:
     return (getattr(cfg, "architectures", None) or ["?"])[0]
 
 
-class TransformersFallback(nn.Module):
+def _tolerated(hf: Any, key: str) -> bool:
+    """A checkpoint tensor the class has no parameter for that transformers' own loading ignores too:
+    a saved buffer (``position_ids``...) or a key matching ``_keys_to_ignore_on_load_unexpected``."""
+    patterns = getattr(hf, "_keys_to_ignore_on_load_unexpected", None) or []
+    return key.endswith(("position_ids", "token_type_ids", "inv_freq")) or any(re.search(p, key) for p in patterns)
+
+
+class TransformersFallback(PoolingModel):
     """Wraps ``transformers.<Architecture>`` built from the config and the checkpoint's tensors."""
 
     default_pooling = "CLS"
@@ -36,39 +44,37 @@ class TransformersFallback(nn.Module):
         return isinstance(getattr(transformers, _arch(cfg), None), type)
 
     @classmethod
-    def tasks_for(cls, cfg: Any) -> tuple[str, ...]:
-        arch = _arch(cfg)
+    def tasks_for(cls, config: Any) -> tuple[str, ...]:
+        arch = _arch(config)
         if default_convert(arch) != "classify":
             return ("embed", "token_embed")
         if "TokenClassification" in arch:
             return ("token_classify",)
-        return ("classify", "score") if getattr(cfg, "num_labels", 2) == 1 else ("classify",)
+        return ("classify", "score") if getattr(config, "num_labels", 2) == 1 else ("classify",)
 
     @classmethod
     def default_pooling_for(cls, cfg: Any) -> str:
         decoder = getattr(cfg, "is_decoder", False) or _arch(cfg).endswith("ForCausalLM")
         return "LAST" if decoder else "CLS"
 
-    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, kernels: str = "auto") -> None:
-        super().__init__()
+    def __init__(self, init: ModelInit) -> None:
+        super().__init__(init)
         import transformers
 
-        self.config, self.arch = cfg, _arch(cfg)
+        cfg, w = init.config, init.weights
+        self.arch = _arch(cfg)
         self.hf = getattr(transformers, self.arch)(cfg).eval()
-        missing, _unexpected = self.hf.load_state_dict(sd, strict=False)
+        expected = self.hf.state_dict().keys()
+        missing, _ = self.hf.load_state_dict({k: w.take(k) for k in list(w) if k in expected}, strict=False)
         missing = [k for k in missing if not k.endswith(("position_ids", "lm_head.weight"))]
         if missing:
             raise KeyError(f"Checkpoint is missing tensors for {self.arch}: {missing[:8]}")
-        device = next(iter(sd.values())).device if sd else torch.device("cpu")
-        self.hf.to(device=device, dtype=dtype)  # the Engine hands over tensors on the target device
+        w.check_consumed(self.arch, ignore=tuple(k for k in w if _tolerated(self.hf, k)))
+        self.hf.to(device=init.device, dtype=init.dtype)
         self.num_labels = getattr(cfg, "num_labels", 0)
         self.id2label = id2label(cfg, self.num_labels)
         self.default_pooling = self.default_pooling_for(cfg)
         self._logits: torch.Tensor | None = None
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         B, T = len(batch.lengths), max(batch.lengths)

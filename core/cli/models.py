@@ -10,15 +10,17 @@ TASK_COLUMNS = ("embed", "token_embed", "classify", "score", "token_classify")
 
 
 def models_markdown() -> str:
-    """The architectures x tasks table of every loaded plugin, from the registry (nothing is imported)."""
-    from poolkit.registry import get_host
+    """The architectures x tasks table of every loaded plugin: each class's own ``supported_tasks``
+    (:func:`poolkit.registry.declared_tasks` imports it; a target that fails to import shows what its
+    ``register(tasks=...)`` said)."""
+    from poolkit.registry import declared_tasks, get_host
 
     registry = get_host().registry("architectures")
     lines = ["| architecture | " + " | ".join(TASK_COLUMNS) + " | plugin | target |",
              "|---|" + "---|" * len(TASK_COLUMNS) + "---|---|"]
     for name in registry.names():
         entry = registry.get(name)
-        tasks = set(entry.meta.get("tasks", ()))
+        tasks = set(declared_tasks(entry))
         marks = " | ".join("yes" if t in tasks else "" for t in TASK_COLUMNS)
         label = f"any other transformers architecture ({name})" if entry.meta.get("fallback") else name
         lines.append(f"| {label} | {marks} | {entry.plugin.name} | `{entry.target}` |")

@@ -19,31 +19,23 @@ EOS = PAD = 0
 
 def build_qwen_tokenizer(dest: str | Path, vocab_size: int = 800, append_eos: bool = False) -> int:
     """Train a byte-level BPE and save it in ``dest``; returns its vocabulary size."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import processors
 
-    from poolkit.builtin_models.llama import format_qwen3_reranker_pair
+    from poolkit.builtin_models.qwen3_reranker import format_qwen3_reranker_pair
+    from tests.builtin_models.helpers import train_bpe_tokenizer
     from tests.corpus import varied_texts
 
     texts = varied_texts(400)
     texts += [format_qwen3_reranker_pair(q, d) for q, d in zip(texts[:40], texts[40:80])]
     texts += ["yes", "no"] * 2000  # frequent enough to become single tokens, as in Qwen's vocabulary
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    if append_eos:
-        tok.post_processor = processors.TemplateProcessing(single="$A <|endoftext|>", pair="$A $B <|endoftext|>",
-                                                           special_tokens=[("<|endoftext|>", EOS)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=SPECIAL_TOKENS[1:],
-                                   model_input_names=["input_ids", "attention_mask"])
+    eos = (lambda tok: processors.TemplateProcessing(single="$A <|endoftext|>", pair="$A $B <|endoftext|>",
+                                                     special_tokens=[("<|endoftext|>", EOS)])) if append_eos else None
+    fast = train_bpe_tokenizer(dest, texts, SPECIAL_TOKENS, vocab_size, post_processor=eos,
+                               eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                               additional_special_tokens=SPECIAL_TOKENS[1:])
     for word in ("yes", "no"):
         assert fast.convert_tokens_to_ids(word) is not None and fast.convert_tokens_to_ids(word) >= len(SPECIAL_TOKENS)
-    fast.save_pretrained(dest)
-    return tok.get_vocab_size()
+    return fast.backend_tokenizer.get_vocab_size()
 
 
 def build_tiny_decoder(dest: str | Path, architecture: str = "Qwen3Model", *, hidden_size: int = 64,
@@ -79,3 +71,23 @@ def build_tiny_decoder(dest: str | Path, architecture: str = "Qwen3Model", *, hi
                 p.normal_(0, 0.2)
     model.save_pretrained(dest, safe_serialization=True)
     return dest
+
+
+def build_reward_checkpoint(path: str | Path, architecture: str, num_labels: int, seed: int):
+    """A Qwen2 decoder saved with a Qwen2.5-Math-RM style head (transformers has no class for it);
+    returns ``(path, head tensors)``."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    path = build_tiny_decoder(path, "Qwen2Model", seed=seed)
+    state = load_file(path / "model.safetensors")
+    g = torch.Generator().manual_seed(seed)
+    head = {"score.0.weight": torch.randn(64, 64, generator=g) * 0.2, "score.0.bias": torch.randn(64, generator=g) * 0.2,
+            "score.2.weight": torch.randn(num_labels, 64, generator=g) * 0.2,
+            "score.2.bias": torch.randn(num_labels, generator=g) * 0.2}
+    save_file({**{f"model.{k}": v for k, v in state.items()}, **head}, path / "model.safetensors")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(architectures=[architecture], num_labels=num_labels)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path, head

@@ -23,23 +23,18 @@ def _sentences(n: int = 400, seed: int = 0) -> list[str]:
 
 def save_bpe_tokenizer(dest: str | Path, vocab_size: int = 600) -> Any:
     """Train a byte-level BPE (ModernBERT's kind: [CLS] text [SEP]) offline and save it to ``dest``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import processors
 
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_sentences(), trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", mask_token="[MASK]", model_max_length=8192,
-                                   model_input_names=["input_ids", "attention_mask"])  # no token types, as ModernBERT
-    fast.save_pretrained(dest)
-    return fast
+    from tests.builtin_models.helpers import train_bpe_tokenizer
+
+    def cls_sep(tok: Any) -> Any:
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        return processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                             special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+
+    return train_bpe_tokenizer(dest, _sentences(), SPECIAL, vocab_size, unk_token="[UNK]", post_processor=cls_sep,
+                               cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+                               mask_token="[MASK]", model_max_length=8192)  # no token types, as ModernBERT
 
 
 def build_tiny_modernbert(dest: str | Path, *, architecture: str = "ModernBertModel", hidden_size: int = 32,

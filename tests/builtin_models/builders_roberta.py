@@ -19,24 +19,17 @@ BOS, PAD, EOS = 0, 1, 2
 
 def build_bpe_tokenizer(dest: str | Path, vocab_size: int = 700) -> int:
     """Train a byte-level BPE on the test corpus and save it in ``dest``; returns its vocabulary size."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import processors
 
+    from tests.builtin_models.helpers import train_bpe_tokenizer
     from tests.corpus import varied_texts
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(varied_texts(400), trainer)
-    tok.post_processor = processors.RobertaProcessing(("</s>", EOS), ("<s>", BOS), trim_offsets=True,
-                                                      add_prefix_space=False)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-                                   model_input_names=["input_ids", "attention_mask"])
-    fast.save_pretrained(dest)
-    return tok.get_vocab_size()
+    fast = train_bpe_tokenizer(
+        dest, varied_texts(400), SPECIAL_TOKENS, vocab_size, unk_token="<unk>",
+        post_processor=lambda tok: processors.RobertaProcessing(("</s>", EOS), ("<s>", BOS), trim_offsets=True,
+                                                                add_prefix_space=False),
+        bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", pad_token="<pad>", mask_token="<mask>")
+    return fast.backend_tokenizer.get_vocab_size()
 
 
 def build_tiny_roberta(dest: str | Path, architecture: str = "XLMRobertaModel", *, hidden_size: int = 32,

@@ -1,4 +1,4 @@
-"""The native packed BERT vs transformers' BertModel on the same random weights: max abs diff <= 1e-5."""
+"""The native packed BERT vs transformers' BertModel on the same random weights: max abs diff <= 1e-5 (PARITY_TOL)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 
 from poolkit import testing
 from poolkit.batch import PackedBatch
-from poolkit.builtin_models.bert import BertForEmbedding
-from poolkit.config import ModelConfig
+from poolkit.builtin_models.bert import BertForEmbedding, BertForSequenceClassification, BertForTokenClassification
 from poolkit.weights import load_state_dict
+from tests.builtin_models.helpers import PARITY_TOL, native, reference_hidden
 
 SIZES = [  # hidden, layers, heads, intermediate
     (32, 2, 4, 64),
@@ -21,24 +21,11 @@ SIZES = [  # hidden, layers, heads, intermediate
 def _reference(path, ids, token_types):
     from transformers import BertModel
 
-    model = BertModel.from_pretrained(path).eval()
-    T = max(len(s) for s in ids)
-    input_ids = torch.zeros(len(ids), T, dtype=torch.long)
-    mask = torch.zeros(len(ids), T, dtype=torch.long)
-    tt = torch.zeros(len(ids), T, dtype=torch.long)
-    for b, s in enumerate(ids):
-        input_ids[b, : len(s)] = torch.tensor(s)
-        mask[b, : len(s)] = 1
-        if token_types is not None:
-            tt[b, : len(s)] = torch.tensor(token_types[b])
-    with torch.no_grad():
-        hidden = model(input_ids=input_ids, attention_mask=mask, token_type_ids=tt).last_hidden_state
-    return [hidden[b, : len(s)] for b, s in enumerate(ids)]
+    return reference_hidden(BertModel.from_pretrained(path).eval(), ids, 0, token_types)
 
 
 def _native(path, ids, token_types, kernels):
-    cfg = ModelConfig.load(str(path))
-    model = BertForEmbedding(cfg.hf_config, load_state_dict(path), torch.float32, kernels).eval()
+    model = native(BertForEmbedding, path, kernels=kernels)
     batch = PackedBatch.from_token_lists(ids, token_types)
     with torch.no_grad():
         return list(model(batch).split(batch.lengths))
@@ -59,13 +46,12 @@ def test_last_hidden_state_matches_transformers(tmp_path, size, kernels, with_ty
     got = _native(path, ids, types, kernels)
     for w, o in zip(want, got):
         assert o.shape == w.shape
-        assert testing.max_abs_diff(o, w) <= 1e-5
+        assert testing.max_abs_diff(o, w) <= PARITY_TOL
 
 
 def test_onednn_kernels_are_used_when_available(tiny_bert_dir):
-    cfg = ModelConfig.load(str(tiny_bert_dir))
-    fast = BertForEmbedding(cfg.hf_config, load_state_dict(tiny_bert_dir), torch.float32, "auto")
-    plain = BertForEmbedding(cfg.hf_config, load_state_dict(tiny_bert_dir), torch.float32, "torch")
+    fast = native(BertForEmbedding, tiny_bert_dir, kernels="auto")
+    plain = native(BertForEmbedding, tiny_bert_dir, kernels="torch")
     if torch.backends.mkldnn.is_available():
         assert "kernel=onednn" in repr(fast)
     assert "kernel=onednn" not in repr(plain)
@@ -75,9 +61,19 @@ def test_missing_tensor_names_the_key(tmp_path):
     path = testing.build_tiny_bert(tmp_path)
     state = load_state_dict(path)
     del state["encoder.layer.1.output.dense.weight"]
-    cfg = ModelConfig.load(str(path))
     with pytest.raises(KeyError, match="encoder.layer.1.output.dense.weight"):
-        BertForEmbedding(cfg.hf_config, state)
+        native(BertForEmbedding, path, state=state)
+
+
+@pytest.mark.parametrize("head,cls", [("sequence", BertForSequenceClassification),
+                                      ("token", BertForTokenClassification)])
+def test_classifiers_refuse_unexpected_tensors(tmp_path, head, cls):
+    path = testing.build_tiny_bert(tmp_path, head=head, num_labels=3)
+    assert native(cls, path).num_labels == 3
+    state = load_state_dict(path)
+    state["cls.predictions.bias"] = torch.zeros(30522)  # an MLM head: not this architecture's
+    with pytest.raises(KeyError, match=rf"Unexpected tensors in a {cls.__name__} checkpoint.*cls\.predictions"):
+        native(cls, path, state=state)
 
 
 def test_pytorch_model_bin_fallback(tmp_path):

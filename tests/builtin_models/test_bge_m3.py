@@ -1,4 +1,4 @@
-"""BGE-M3's dense, sparse and ColBERT outputs vs FlagEmbedding's formulas computed on transformers' XLMRobertaModel."""
+"""BGE-M3's dense, sparse and ColBERT outputs vs FlagEmbedding's formulas on transformers' XLMRobertaModel (PARITY_TOL)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,17 @@ from poolkit import testing
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.bge_m3 import BgeM3EmbeddingModel
 from poolkit.weights import load_extra_weight_files
-from poolkit.config import ModelConfig
-from poolkit.weights import load_state_dict
 from tests.builtin_models.builders_roberta import PAD, build_tiny_bge_m3
+from tests.builtin_models.helpers import PARITY_TOL, native, padded
 
 OVERRIDES = {"architectures": ["BgeM3EmbeddingModel"]}
 
 
-def _state(path):
-    return {**load_state_dict(path), **load_extra_weight_files(path, BgeM3EmbeddingModel.extra_weight_files)}
-
-
 def _load(path, kernels="auto"):
-    cfg = ModelConfig.load(str(path), hf_overrides=OVERRIDES)
-    assert cfg.architectures == ["BgeM3EmbeddingModel"]
-    return BgeM3EmbeddingModel(cfg.hf_config, _state(path), torch.float32, kernels).eval()
+    """Built as the Engine builds it: the config's architecture, extra_weight_files loaded."""
+    model = native(None, path, kernels=kernels, hf_overrides=OVERRIDES)
+    assert type(model) is BgeM3EmbeddingModel
+    return model
 
 
 def _token_ids(path):
@@ -48,14 +44,10 @@ def _reference(path, ids):
         state = torch.load(path / f"{name}.pt", weights_only=True)
         heads[name] = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
         heads[name].load_state_dict(state)
-    T = max(len(s) for s in ids)
-    input_ids = torch.full((len(ids), T), PAD, dtype=torch.long)
-    mask = torch.zeros(len(ids), T, dtype=torch.long)
-    for b, s in enumerate(ids):
-        input_ids[b, : len(s)] = torch.tensor(s)
-        mask[b, : len(s)] = 1
+    inputs = padded(ids, PAD)
+    mask = inputs["attention_mask"]
     with torch.no_grad():
-        h = model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, T, C)
+        h = model(**inputs).last_hidden_state  # (B, T, C)
         dense = F.normalize(h[:, 0], dim=-1)  # (B, C)
         sparse = torch.relu(heads["sparse_linear"](h))  # (B, T, 1)
         colbert = heads["colbert_linear"](h[:, 1:]) * mask[:, 1:, None]  # (B, T-1, D)
@@ -80,14 +72,14 @@ def test_dense_sparse_colbert_match_reference(tmp_path, colbert_dim, kernels):
         sparse = model.classify_tokens(hidden).split(batch.lengths)
         colbert = [F.normalize(v, dim=-1) for v in model.embed_tokens(hidden, batch)]  # token_embed normalizes
 
-    assert testing.max_abs_diff(dense, want_dense) <= 1e-5
+    assert testing.max_abs_diff(dense, want_dense) <= PARITY_TOL
     for w, o in zip(want_sparse, sparse):
         assert o.shape == w.shape
-        assert testing.max_abs_diff(o, w) <= 1e-5
+        assert testing.max_abs_diff(o, w) <= PARITY_TOL
     for w, o, s in zip(want_colbert, colbert, ids):
         assert o.shape == w.shape == (len(s) - 1, colbert_dim or 48)
         if len(s) > 1:
-            assert testing.max_abs_diff(o, w) <= 1e-5
+            assert testing.max_abs_diff(o, w) <= PARITY_TOL
     assert any(bool((w == 0).any()) and bool((w > 0).any()) for w in want_sparse)  # relu is exercised
 
 
@@ -111,9 +103,8 @@ def test_extra_weight_files_are_keyed_by_file_stem(tmp_path):
 def test_missing_head_file_names_it(tmp_path):
     path = build_tiny_bge_m3(tmp_path)
     (path / "colbert_linear.pt").unlink()
-    cfg = ModelConfig.load(str(path), hf_overrides=OVERRIDES)
     with pytest.raises(KeyError, match="colbert_linear.pt"):
-        BgeM3EmbeddingModel(cfg.hf_config, _state(path))
+        native(BgeM3EmbeddingModel, path, hf_overrides=OVERRIDES)
 
 
 def test_architecture_is_registered(fresh_host):
@@ -141,4 +132,4 @@ def test_engine_outputs_match_reference(tmp_path, task):
     want = {"embed": list(dense), "token_embed": colbert, "token_classify": sparse}[task]
     for w, o in zip(want, outs):
         assert o.outputs.data.shape == w.shape
-        assert testing.max_abs_diff(o.outputs.data, w) <= 1e-5
+        assert testing.max_abs_diff(o.outputs.data, w) <= PARITY_TOL

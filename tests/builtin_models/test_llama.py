@@ -7,7 +7,6 @@ Qwen3-Reranker yes/no score.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
@@ -15,19 +14,15 @@ import torch
 
 from poolkit import testing
 from poolkit.batch import PackedBatch
-from poolkit.builtin_models import ARCHITECTURES
-from poolkit.builtin_models.llama import (
-    Qwen3ForSequenceClassification,
-    format_qwen3_reranker_pair,
-    resolve_classifier_from_token,
-    rope_frequencies,
-)
+from poolkit.builtin_models.llama import Qwen3ForSequenceClassification, rope_frequencies
+from poolkit.builtin_models.qwen3_reranker import format_qwen3_reranker_pair, resolve_classifier_from_token
 from poolkit.config import ModelConfig
 from poolkit.weights import load_state_dict
-from tests.builtin_models.builders_llama import EOS, SPECIAL_TOKENS, build_tiny_decoder
+from tests.builtin_models.builders_llama import EOS, SPECIAL_TOKENS, build_reward_checkpoint, build_tiny_decoder
+from tests.builtin_models.helpers import PARITY_TOL, assert_bf16_close, model_init, native, native_class
 
 LENGTHS = [1, 2, 5, 9, 17, 33, 34, 60, 3, 40]  # mixed lengths in one packed batch, some close
-TOL = 1e-5
+TOL = PARITY_TOL
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
 YARN_ROPE = {"rope_type": "yarn", "rope_theta": 20000.0, "factor": 4.0, "original_max_position_embeddings": 64}
@@ -52,14 +47,9 @@ def _random_ids(path, lengths=LENGTHS, seed=1):
     return [torch.randint(len(SPECIAL_TOKENS), vocab, (n,), generator=g).tolist() for n in lengths]
 
 
-def _native_class(architecture):
-    module, cls, _ = ARCHITECTURES[architecture]
-    return getattr(importlib.import_module(f"poolkit.builtin_models.{module}"), cls)
-
-
 def _native(path, *, kernels="auto", dtype=torch.float32, hf_overrides=None):
-    cfg = ModelConfig.load(str(path), hf_overrides=hf_overrides)
-    return _native_class(cfg.architectures[0])(cfg.hf_config, load_state_dict(path), dtype, kernels).eval(), cfg
+    return (native(None, path, kernels=kernels, dtype=dtype, hf_overrides=hf_overrides),
+            ModelConfig.load(str(path), hf_overrides=hf_overrides))
 
 
 def _hf(path, auto_class="AutoModel"):
@@ -183,7 +173,7 @@ def test_qwen3_reranker_score_matches_causal_lm(tmp_path, tied):
     cfg = ModelConfig.load(str(path), hf_overrides=RERANKER_OVERRIDES)
     resolve_classifier_from_token(cfg.hf_config, tokenizer)
     assert cfg.hf_config.classifier_from_token_ids == [no_id, yes_id]
-    model = Qwen3ForSequenceClassification(cfg.hf_config, load_state_dict(path)).eval()
+    model = Qwen3ForSequenceClassification(model_init(cfg.hf_config, load_state_dict(path))).eval()
     assert model.num_labels == 1
     hidden, batch = _packed_hidden(model, ids)
     with torch.no_grad():
@@ -221,7 +211,7 @@ def test_reranker_without_token_ids_says_how_to_get_them(tmp_path):
     path = build_tiny_decoder(tmp_path, "Qwen3ForCausalLM", num_layers=1, tie_word_embeddings=True)
     cfg = ModelConfig.load(str(path), hf_overrides=RERANKER_OVERRIDES)
     with pytest.raises(ValueError, match="classifier_from_token_ids"):
-        Qwen3ForSequenceClassification(cfg.hf_config, load_state_dict(path))
+        Qwen3ForSequenceClassification(model_init(cfg.hf_config, load_state_dict(path)))
 
 
 def test_reranker_prompt_is_the_model_cards():
@@ -275,26 +265,23 @@ def test_bf16_mode_stays_close(tmp_path):
     ids = _random_ids(path)
     fp32, batch = _packed_hidden(_native(path)[0], ids)
     bf16, _ = _packed_hidden(_native(path, dtype=torch.bfloat16)[0], ids)
-    assert bf16.dtype == torch.float32
     last = batch.cu_seqlens[1:] - 1
-    assert torch.nn.functional.cosine_similarity(fp32[last], bf16[last]).min() >= 0.99
+    assert_bf16_close(bf16[last], fp32[last])  # the pooled (LAST) rows; BF16_MIN_COSINE's reason: helpers.py
 
 
 def test_missing_tensor_names_the_key(tmp_path):
     path = build_tiny_decoder(tmp_path, "Qwen3Model", num_layers=2)
     state = load_state_dict(path)
     del state["layers.1.self_attn.k_norm.weight"]
-    cfg = ModelConfig.load(str(path))
     with pytest.raises(KeyError, match="layers.1.self_attn.k_norm.weight"):
-        _native_class("Qwen3Model")(cfg.hf_config, state)
+        native(None, path, state=state)
 
 
 def test_unexpected_tensors_are_refused(tmp_path):
     """A Qwen2 checkpoint (q/k/v biases) read as Llama without attention_bias leaves tensors unused."""
     path = build_tiny_decoder(tmp_path, "Qwen2Model", num_layers=1)
-    cfg = ModelConfig.load(str(path))
     with pytest.raises(KeyError, match="Unexpected tensors.*q_proj.bias"):
-        _native_class("LlamaModel")(cfg.hf_config, load_state_dict(path))
+        native(native_class("LlamaModel"), path)
 
 
 def test_qwen3_reranker_score_with_only_the_config_override(tmp_path):
@@ -328,25 +315,6 @@ def test_qwen3_reranker_score_with_only_the_config_override(tmp_path):
     assert max(abs(r.relevance_score - want_first[r.index]) for r in ranked) <= TOL
 
 
-def _reward_checkpoint(path, architecture: str, num_labels: int, seed: int):
-    """A Qwen2 decoder saved with a Qwen2.5-Math-RM style head (transformers has no class for it)."""
-    import json
-
-    from safetensors.torch import load_file, save_file
-
-    path = build_tiny_decoder(path, "Qwen2Model", seed=seed)
-    state = load_file(path / "model.safetensors")
-    g = torch.Generator().manual_seed(seed)
-    head = {"score.0.weight": torch.randn(64, 64, generator=g) * 0.2, "score.0.bias": torch.randn(64, generator=g) * 0.2,
-            "score.2.weight": torch.randn(num_labels, 64, generator=g) * 0.2,
-            "score.2.bias": torch.randn(num_labels, generator=g) * 0.2}
-    save_file({**{f"model.{k}": v for k, v in state.items()}, **head}, path / "model.safetensors")
-    cfg = json.loads((path / "config.json").read_text())
-    cfg.update(architectures=[architecture], num_labels=num_labels)
-    (path / "config.json").write_text(json.dumps(cfg))
-    return path, head
-
-
 def _reward_reference(path, head, text):
     from transformers import AutoTokenizer
 
@@ -367,7 +335,7 @@ def _reward_reference(path, head, text):
 def test_qwen2_outcome_reward_model(tmp_path):
     from poolkit import Engine
 
-    path, head = _reward_checkpoint(tmp_path, "Qwen2ForRewardModel", 1, seed=21)
+    path, head = build_reward_checkpoint(tmp_path, "Qwen2ForRewardModel", 1, seed=21)
     text = "the answer is 42"
     _, want = _reward_reference(path, head, text)
     engine = Engine(str(path))
@@ -382,7 +350,7 @@ def test_qwen2_process_reward_model_step_pooling(tmp_path):
 
     from poolkit import Engine
 
-    path, head = _reward_checkpoint(tmp_path, "Qwen2ForProcessRewardModel", 2, seed=22)
+    path, head = build_reward_checkpoint(tmp_path, "Qwen2ForProcessRewardModel", 2, seed=22)
     tok = AutoTokenizer.from_pretrained(path)
     text = "step one <|im_end|> step two <|im_end|>"
     step = tok.convert_tokens_to_ids("<|im_end|>")

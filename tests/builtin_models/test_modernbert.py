@@ -1,4 +1,4 @@
-"""The native packed ModernBERT vs transformers on the same random weights: max abs diff <= 1e-5.
+"""The native packed ModernBERT vs transformers on the same random weights: max abs diff <= PARITY_TOL.
 
 Sequences up to 61 tokens with ``local_attention`` 16 (8 each side) or 9 (4 each side), so local
 layers see a band, not the whole sequence; all lengths go in one packed batch.
@@ -21,6 +21,7 @@ from poolkit.builtin_poolers.methods import CLSPool, MeanPool
 from poolkit.config import ModelConfig
 from poolkit.weights import load_state_dict
 from tests.builtin_models.builders_modernbert import build_tiny_modernbert, reference_model
+from tests.builtin_models.helpers import PARITY_TOL, assert_bf16_close, native, padded, reference_hidden
 
 LENGTHS = [1, 2, 9, 10, 17, 30, 33, 60, 61, 45, 5]  # mixed, several longer than the local window
 
@@ -38,32 +39,14 @@ def _random_ids(path, lengths=LENGTHS, seed=1):
     return [torch.randint(5, vocab, (n,), generator=g).tolist() for n in lengths]
 
 
-def _padded(ids):
-    T = max(len(s) for s in ids)
-    input_ids = torch.zeros(len(ids), T, dtype=torch.long)
-    mask = torch.zeros(len(ids), T, dtype=torch.long)
-    for b, s in enumerate(ids):
-        input_ids[b, : len(s)] = torch.tensor(s)
-        mask[b, : len(s)] = 1
-    return input_ids, mask
-
-
-def _reference_hidden(ref, ids):
-    input_ids, mask = _padded(ids)
-    with torch.no_grad():
-        hidden = ref(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    return [hidden[b, : len(s)] for b, s in enumerate(ids)]
-
-
 def _reference_logits(path, ids):
     """transformers' logits for ``ids``, padded into one batch."""
-    input_ids, mask = _padded(ids)
     with torch.no_grad():
-        return reference_model(path)(input_ids=input_ids, attention_mask=mask).logits
+        return reference_model(path)(**padded(ids)).logits
 
 
 def _native(cls, path, kernels="auto", dtype=torch.float32):
-    return cls(ModelConfig.load(str(path)).hf_config, load_state_dict(path), dtype, kernels).eval()
+    return native(cls, path, kernels=kernels, dtype=dtype)
 
 
 def _max_diff(got, want):
@@ -80,30 +63,30 @@ def base_dir(request, tmp_path_factory):
 @pytest.mark.parametrize("kernels", ["auto", "torch"])
 def test_last_hidden_state_matches_transformers(base_dir, kernels):
     ids = _random_ids(base_dir)
-    want = _reference_hidden(reference_model(base_dir, "sdpa"), ids)
+    want = reference_hidden(reference_model(base_dir, "sdpa"), ids)
     model = _native(ModernBertForEmbedding, base_dir, kernels)
     batch = PackedBatch.from_token_lists(ids)
     with torch.no_grad():
         got = list(model(batch).split(batch.lengths))
-    assert _max_diff(got, want) <= 1e-5
+    assert _max_diff(got, want) <= PARITY_TOL
 
 
 def test_single_long_sequence_and_eager_reference(base_dir):
     """One sequence (the no-gather path of local attention) against the eager attention reference."""
     ids = _random_ids(base_dir, [61])
-    want = _reference_hidden(reference_model(base_dir, "eager"), ids)
+    want = reference_hidden(reference_model(base_dir, "eager"), ids)
     with torch.no_grad():
         got = [_native(ModernBertForEmbedding, base_dir)(PackedBatch.from_token_lists(ids))]
-    assert _max_diff(got, want) <= 1e-5
+    assert _max_diff(got, want) <= PARITY_TOL
 
 
 def test_local_attention_changes_the_output(base_dir):
     """The parity test can fail: with the window made global, transformers' own output moves a lot."""
     ids = _random_ids(base_dir)
-    local = _reference_hidden(reference_model(base_dir), ids)
-    wide = _reference_hidden(reference_model(base_dir, local_attention=1024), ids)
+    local = reference_hidden(reference_model(base_dir), ids)
+    wide = reference_hidden(reference_model(base_dir, local_attention=1024), ids)
     assert _max_diff(local[-4:-1], wide[-4:-1]) > 1e-2  # the sequences longer than the window
-    assert _max_diff(local[:2], wide[:2]) <= 1e-5  # 1 and 2 tokens: the window covers them
+    assert _max_diff(local[:2], wide[:2]) <= PARITY_TOL  # 1 and 2 tokens: the window covers them
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -113,10 +96,9 @@ def test_sequence_classification_matches_transformers(tmp_path, num_labels, pool
                                  num_labels=num_labels, classifier_pooling=pooling, classifier_activation="gelu")
     ids = _random_ids(path)
     ref = reference_model(path)
-    input_ids, mask = _padded(ids)
     with torch.no_grad():
-        want_logits = ref(input_ids=input_ids, attention_mask=mask).logits
-    want_hidden = _reference_hidden(ref.model, ids)
+        want_logits = ref(**padded(ids)).logits
+    want_hidden = reference_hidden(ref.model, ids)
 
     model = _native(ModernBertForSequenceClassification, path)
     assert model.default_pooling == pooling.upper()
@@ -127,9 +109,9 @@ def test_sequence_classification_matches_transformers(tmp_path, num_labels, pool
     with torch.no_grad():
         hidden = model(batch)
         logits = model.classify(pool(hidden, batch))
-    assert _max_diff(list(hidden.split(batch.lengths)), want_hidden) <= 1e-5
+    assert _max_diff(list(hidden.split(batch.lengths)), want_hidden) <= PARITY_TOL
     assert logits.shape == (len(ids), num_labels)
-    assert testing.max_abs_diff(logits, want_logits) <= 1e-5
+    assert testing.max_abs_diff(logits, want_logits) <= PARITY_TOL
     assert float(want_logits.std()) > 1e-2  # logits differ between inputs: the comparison means something
 
 
@@ -142,7 +124,7 @@ def test_classifier_head_biases(tmp_path):
         model = _native(ModernBertForSequenceClassification, path)
         batch = PackedBatch.from_token_lists(ids)
         got = model.classify(MeanPool()(model(batch), batch))
-    assert testing.max_abs_diff(got, want) <= 1e-5
+    assert testing.max_abs_diff(got, want) <= PARITY_TOL
 
 
 @pytest.mark.parametrize("variant", ["default", "biases"])
@@ -157,7 +139,7 @@ def test_token_classification_matches_transformers(tmp_path, variant):
         batch = PackedBatch.from_token_lists(ids)
         got = model.classify_tokens(model(batch))
     assert model.default_pooling == "ALL" and model.num_labels == 5
-    assert _max_diff(list(got.split(batch.lengths)), [want[b, : len(s)] for b, s in enumerate(ids)]) <= 1e-5
+    assert _max_diff(list(got.split(batch.lengths)), [want[b, : len(s)] for b, s in enumerate(ids)]) <= PARITY_TOL
     assert float(want.std()) > 1e-2
 
 
@@ -179,8 +161,8 @@ def test_engine_token_classify(tmp_path):
     raw = engine.encode(texts, task="token_classify", pooling_params=PoolingParams(use_activation=False))
     for i, (p, r) in enumerate(zip(probs, raw)):
         want = logits[i][enc["attention_mask"][i].bool()]
-        assert testing.max_abs_diff(r.outputs.data, want) <= 1e-5
-        assert testing.max_abs_diff(p.outputs.data, torch.softmax(want, -1)) <= 1e-5
+        assert testing.max_abs_diff(r.outputs.data, want) <= PARITY_TOL
+        assert testing.max_abs_diff(p.outputs.data, torch.softmax(want, -1)) <= PARITY_TOL
 
 
 def test_engine_embed_with_bpe_tokenizer(tmp_path):
@@ -198,8 +180,8 @@ def test_engine_embed_with_bpe_tokenizer(tmp_path):
     ids = [tok(t)["input_ids"] for t in texts]
     assert ids[0][0] == tok.cls_token_id and ids[0][-1] == tok.sep_token_id
     assert max(len(s) for s in ids) > 16  # longer than the local window
-    want = F.normalize(torch.stack([h[0] for h in _reference_hidden(reference_model(path), ids)]), dim=-1)
-    assert testing.max_abs_diff(got, want) <= 1e-5
+    want = F.normalize(torch.stack([h[0] for h in reference_hidden(reference_model(path), ids)]), dim=-1)
+    assert testing.max_abs_diff(got, want) <= PARITY_TOL
 
 
 @pytest.mark.parametrize("num_labels", [1, 3])
@@ -218,13 +200,13 @@ def test_engine_classify_and_score_with_mean_pooling(tmp_path, num_labels):
     with torch.no_grad():
         want = ref(**tok(texts, padding=True, return_tensors="pt")).logits
     raw = torch.stack([o.outputs.data for o in engine.classify(texts, PoolingParams(use_activation=False))])
-    assert testing.max_abs_diff(raw, want) <= 1e-5
+    assert testing.max_abs_diff(raw, want) <= PARITY_TOL
     if num_labels == 1:  # a cross-encoder: [CLS] a [SEP] b [SEP]
         queries, docs = texts[:2], texts[2:]
         with torch.no_grad():
             pair_logits = ref(**tok(queries, docs, padding=True, return_tensors="pt")).logits[:, 0]
         got = torch.tensor([o.outputs.score for o in engine.score(queries, docs)])
-        assert testing.max_abs_diff(got, torch.sigmoid(pair_logits)) <= 1e-5
+        assert testing.max_abs_diff(got, torch.sigmoid(pair_logits)) <= PARITY_TOL
 
 
 def test_bfloat16_runs_close_to_fp32(tmp_path):
@@ -233,17 +215,15 @@ def test_bfloat16_runs_close_to_fp32(tmp_path):
     with torch.no_grad():
         fp32 = _native(ModernBertForEmbedding, path)(batch)
         bf16 = _native(ModernBertForEmbedding, path, dtype=torch.bfloat16)(batch)
-    assert bf16.dtype == torch.float32
-    assert float(F.cosine_similarity(bf16, fp32, dim=-1).min()) > 0.99
+    assert_bf16_close(bf16, fp32)  # every token's hidden state; BF16_MIN_COSINE's reason: helpers.py
 
 
 def test_missing_tensor_names_the_key(tmp_path):
     path = build_tiny_modernbert(tmp_path)
-    cfg = ModelConfig.load(str(path)).hf_config
     state = load_state_dict(path)
     del state["layers.2.mlp.Wi.weight"]
     with pytest.raises(KeyError, match=r"layers\.2\.mlp\.Wi\.weight"):
-        ModernBertForEmbedding(cfg, state)
+        native(ModernBertForEmbedding, path, state=state)
 
 
 def test_unexpected_tensor_is_refused(tmp_path):
@@ -252,7 +232,7 @@ def test_unexpected_tensor_is_refused(tmp_path):
     state = load_state_dict(path)
     state["layers.1.attn.Wo.bias"] = torch.zeros(cfg.hidden_size)  # a bias the config says is absent
     with pytest.raises(KeyError, match="Unexpected"):
-        ModernBertForEmbedding(cfg, state)
+        native(ModernBertForEmbedding, path, state=state)
 
 
 def test_transformers_4_config_names():

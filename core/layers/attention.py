@@ -1,0 +1,118 @@
+"""Attention over packed sequences: :class:`AttentionPlan` (built once per batch) and :func:`packed_attention`.
+
+Linears run on the packed ``(N, C)`` tokens with no padding; only attention pads, and only to the
+longest sequence of a run of similar lengths. One function serves every family's mask:
+
+- full (BERT, RoBERTa, ModernBERT's global layers): padded keys masked;
+- causal (Llama, Qwen2, Qwen3): ``is_causal`` on chunks without padding, else padding & lower triangle;
+- local window (ModernBERT's local layers): query ``i`` sees key ``j`` iff ``|i - j| <= window``.
+
+Masks are built once per plan and kind, and every layer of the forward pass reuses them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+def attention_chunks(lengths: list[int], max_waste: float = 0.15) -> list[tuple[int, int]]:
+    """Split sequences (sorted longest first) into runs whose padding stays under ``max_waste``."""
+    chunks, start = [], 0
+    for i in range(1, len(lengths) + 1):
+        if i == len(lengths) or lengths[i] < (1 - max_waste) * lengths[start]:
+            chunks.append((start, i))
+            start = i
+    return chunks
+
+
+class Chunk(NamedTuple):
+    """``B`` sequences padded to ``T`` tokens: the gather that pads them and the rows that unpad them."""
+
+    gather: torch.Tensor  # (B*T,) packed row of each padded slot; pads repeat the sequence's token 0
+    valid: torch.Tensor  # (B*T,) bool: a real token
+    rows: torch.Tensor  # (n,) packed rows of the real tokens, in padded order
+    B: int
+    T: int
+    key_mask: torch.Tensor | None  # (B, 1, 1, T) bool, None when no sequence is padded
+
+
+class AttentionPlan:
+    """Gather indices that turn packed tokens into padded length-bucketed chunks, built once per batch."""
+
+    def __init__(self, lengths: list[int], device: torch.device | str = "cpu") -> None:
+        self.lengths = lengths
+        self.num_tokens = sum(lengths)
+        self.device = torch.device(device)
+        offsets = [0]
+        for n in lengths:
+            offsets.append(offsets[-1] + n)
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        sorted_lengths = [lengths[i] for i in order]
+        self.chunks: list[Chunk] = []
+        for lo, hi in attention_chunks(sorted_lengths):
+            idx = order[lo:hi]
+            T = sorted_lengths[lo]
+            starts = torch.tensor([offsets[i] for i in idx], device=device)
+            lens = torch.tensor([lengths[i] for i in idx], device=device)
+            ar = torch.arange(T, device=device)
+            valid = ar[None, :] < lens[:, None]  # (B, T)
+            gather = torch.where(valid, starts[:, None] + ar[None, :], starts[:, None])  # pads repeat token 0
+            uniform = bool(valid.all())
+            self.chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), gather[valid], len(idx), T,
+                                     None if uniform else valid[:, None, None, :]))
+        self._masks: dict[tuple[bool, int | None], list[tuple[torch.Tensor | None, bool]]] = {}
+
+    def masks(self, causal: bool = False, window: int | None = None) -> list[tuple[torch.Tensor | None, bool]]:
+        """Per chunk, SDPA's ``(attn_mask, is_causal)``; built on first use and cached for the next layers.
+
+        ``window``: each query sees the keys within ``window`` positions of it (both sides); when no
+        sequence is longer than ``window + 1`` the band covers everything and this is full attention.
+        """
+        if window is not None and max(self.lengths, default=0) <= window + 1:
+            window = None
+        key = (causal, window)
+        if key not in self._masks:
+            self._masks[key] = [self._chunk_mask(chunk, causal, window) for chunk in self.chunks]
+        return self._masks[key]
+
+    def _chunk_mask(self, chunk: Chunk, causal: bool, window: int | None) -> tuple[torch.Tensor | None, bool]:
+        T, mask = chunk.T, chunk.key_mask  # (B, 1, 1, T) or None
+        if window is not None and T > window + 1:
+            ar = torch.arange(T, device=self.device)
+            band = ((ar[:, None] - ar[None, :]).abs() <= window)[None, None]  # (1, 1, T, T)
+            mask = band if mask is None else band & mask
+        if causal and mask is not None:  # SDPA takes is_causal or a mask, not both
+            return mask & torch.ones(T, T, dtype=torch.bool, device=self.device).tril(), False
+        return mask, causal
+
+    def __repr__(self) -> str:
+        return f"AttentionPlan(seqs={len(self.lengths)}, tokens={self.num_tokens}, chunks={len(self.chunks)})"
+
+
+def packed_attention(qkv: torch.Tensor, plan: AttentionPlan, num_heads: int, causal: bool = False,
+                     window: int | None = None) -> torch.Tensor:
+    """Full, causal or local-window (``window``) attention over packed sequences.
+
+    :param qkv: ``(N, 3*C)``: the fused q, k, v projections of ``N`` tokens laid end to end.
+    :returns: ``(N, C)``. Padded keys are masked; padded queries are computed and dropped.
+    """
+    N, C3 = qkv.shape
+    C = C3 // 3
+    D = C // num_heads
+    masks = plan.masks(causal, window)
+    if len(plan.chunks) == 1 and plan.chunks[0].B == 1:  # one sequence: no gather at all
+        x = qkv.view(1, N, 3, num_heads, D).permute(2, 0, 3, 1, 4)
+        mask, is_causal = masks[0]
+        y = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=mask, is_causal=is_causal)
+        return y.transpose(1, 2).reshape(N, C)
+    out = torch.empty(N, C, dtype=qkv.dtype, device=qkv.device)
+    for chunk, (mask, is_causal) in zip(plan.chunks, masks):
+        B, T = chunk.B, chunk.T
+        x = qkv.index_select(0, chunk.gather).view(B, T, 3, num_heads, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        y = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=mask, is_causal=is_causal)
+        y = y.transpose(1, 2).reshape(B * T, C)
+        out.index_copy_(0, chunk.rows, y if chunk.key_mask is None else y[chunk.valid])
+    return out

@@ -1,0 +1,54 @@
+"""poolkit.layers: one packed attention for full, causal and local masks (built once per plan), the old names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from poolkit.layers import AttentionPlan, packed_attention
+from tests.builtin_models.helpers import PARITY_TOL
+
+LENGTHS = [1, 2, 9, 10, 17, 30, 33, 60, 61, 45, 5]  # several chunks, padded and not, some longer than the window
+
+
+def _reference(qkv, lengths, heads, causal, window):
+    """Each sequence alone, with its mask written out in full."""
+    out, start = [], 0
+    for n in lengths:
+        q, k, v = qkv[start:start + n].view(n, 3, heads, -1).permute(1, 2, 0, 3)  # (H, n, D) each
+        i = torch.arange(n)
+        allowed = torch.ones(n, n, dtype=torch.bool)
+        if causal:
+            allowed &= i[None, :] <= i[:, None]
+        if window is not None:
+            allowed &= (i[:, None] - i[None, :]).abs() <= window
+        out.append(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed).transpose(0, 1).reshape(n, -1))
+        start += n
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (False, 4), (True, 8)])
+@pytest.mark.parametrize("lengths", [LENGTHS, [61]], ids=["mixed", "one"])
+def test_packed_attention_matches_per_sequence_masks(causal, window, lengths):
+    heads, C = 4, 32
+    qkv = torch.randn(sum(lengths), 3 * C, generator=torch.Generator().manual_seed(0))
+    plan = AttentionPlan(lengths)
+    got = packed_attention(qkv, plan, heads, causal=causal, window=window)
+    assert float((got - _reference(qkv, lengths, heads, causal, window)).abs().max()) <= PARITY_TOL
+
+
+def test_masks_are_built_once_per_plan():
+    plan = AttentionPlan(LENGTHS)
+    assert plan.masks(causal=True) is plan.masks(causal=True)
+    assert plan.masks(window=4) is plan.masks(window=4)
+    assert plan.masks(window=1000) is plan.masks()  # a window covering every sequence is full attention
+    assert all(mask is None and is_causal for mask, is_causal in AttentionPlan([7, 7]).masks(causal=True))
+
+
+def test_kernels_module_keeps_the_old_names():
+    import poolkit.kernels as kernels
+    import poolkit.layers as layers
+
+    for name in ("FastLinear", "AttentionPlan", "packed_attention", "attention_chunks", "bound_kernel_caches"):
+        assert getattr(kernels, name) is getattr(layers, name)
