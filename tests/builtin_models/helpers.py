@@ -111,7 +111,7 @@ def native_class(architecture: str) -> type:
     """The built-in class registered for ``architecture``."""
     from poolkit.builtin_models import ARCHITECTURES
 
-    module, cls, _ = ARCHITECTURES[architecture]
+    module, cls = ARCHITECTURES[architecture]
     return getattr(importlib.import_module(f"poolkit.builtin_models.{module}"), cls)
 
 

@@ -178,10 +178,10 @@ def test_missing_and_unexpected_tensors(tmp_path):
     ("XLMRobertaForSequenceClassification", RobertaForSequenceClassification, ("classify", "score")),
 ])
 def test_architecture_rows(arch, cls, tasks):
-    from poolkit.builtin_models import ARCHITECTURES
+    from poolkit.registry import declared_tasks, get_host
 
     assert native_class(arch) is cls
-    assert tuple(ARCHITECTURES[arch][2]) == tasks == cls.supported_tasks
+    assert declared_tasks(get_host().registry("architectures").get(arch)) == tasks == cls.supported_tasks
 
 
 def test_engine_score_matches_cross_encoder(tmp_path):
