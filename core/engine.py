@@ -101,6 +101,17 @@ def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+def _check(adapter: TaskAdapter, params: PoolingParams) -> None:
+    """``adapter.check(params)``: validation by contract, so a ``ValueError``/``TypeError`` from it (what
+    task plugins raised before :class:`InvalidRequestError` existed) is the request's fault too."""
+    try:
+        adapter.check(params)
+    except InvalidRequestError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequestError(str(exc)) from exc
+
+
 def release_freed_memory(collect: bool = True) -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS stays the model's.
 
@@ -306,7 +317,7 @@ class Engine:
         for p in params:
             if p.task not in (None, task):
                 raise InvalidRequestError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
-            adapter.check(p)
+            _check(adapter, p)
         tokens = self.input_processor(items, params, self.input_processor.resolve_prompt(prompt_name, prompt))
         return adapter, tokens, params
 
@@ -401,7 +412,7 @@ class Engine:
             params = self._params(pooling_params, len(first), truncate_prompt_tokens)
             adapter = self.task("score")
             for p in params:
-                adapter.check(p)
+                _check(adapter, p)
             # e.g. Qwen3-Reranker's prompt template; None: the tokenizer's pair encoding
             texts = [self.model.format_score_pair(a, b) for a, b in zip(first, second)]
             if texts[0] is not None:  # the template carries its own special tokens

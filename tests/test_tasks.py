@@ -256,3 +256,19 @@ def test_sentence_transformers_pooling_modes_map_onto_registered_methods(tmp_pat
     assert engine.pooler_config.pooling_type == "MEAN_SQRT_LEN_TEST"
     want = SentenceTransformer(str(path), device="cpu").encode(texts, convert_to_tensor=True)
     assert testing.max_abs_diff(got, want) <= 1e-5  # unnormalized: MEAN would be off by sqrt(len)
+
+
+def test_a_plain_value_error_from_a_task_check_is_the_requests_fault(tiny_bert_dir):
+    """Task plugins written before InvalidRequestError raise ValueError in check(): still a 400."""
+    from poolkit.builtin_poolers.tasks import EmbedTask
+    from poolkit.errors import InvalidRequestError
+
+    class Picky(EmbedTask):
+        def check(self, params):
+            if params.normalize is False:
+                raise ValueError("this task always normalizes")
+
+    engine = Engine(str(tiny_bert_dir))
+    engine._adapters["embed"] = Picky(engine._ctx)
+    with pytest.raises(InvalidRequestError, match="always normalizes"):
+        engine.embed("x", PoolingParams(normalize=False))
