@@ -18,7 +18,7 @@ from poolkit.batch import PackedBatch
 from poolkit.config import id2label
 from poolkit.layers import LayerNorm, head_linear, packed_attention
 from poolkit.model.interface import ModelInit, PoolingModel
-from poolkit.weights import Weights
+from poolkit.model.weights import Weights
 
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 

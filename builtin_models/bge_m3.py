@@ -14,7 +14,7 @@ vllm/model_executor/models/roberta.py. Selected with
 The two heads are not in ``model.safetensors``: FlagEmbedding saves them next to it as
 ``sparse_linear.pt`` and ``colbert_linear.pt``, each a torch state dict ``{"weight", "bias"}``. The
 class names them in ``extra_weight_files``; whoever builds it (the Engine) loads each file with
-:func:`poolkit.weights.load_extra_weight_files` into the checkpoint's tensors under ``<file stem>.<key>``
+:func:`poolkit.model.weights.load_extra_weight_files` into the checkpoint's tensors under ``<file stem>.<key>``
 (``sparse_linear.weight``...). The class itself only reads ``init.weights``, so it is built like
 every other model class, from one :class:`poolkit.ModelInit`.
 """

@@ -25,7 +25,7 @@ from poolkit.builtin_models.bert import activation
 from poolkit.config import id2label
 from poolkit.layers import LayerNorm, Rotary, head_linear, packed_attention, rotate_qkv
 from poolkit.model.interface import ModelInit, PoolingModel
-from poolkit.weights import Weights
+from poolkit.model.weights import Weights
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
 

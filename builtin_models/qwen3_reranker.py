@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from poolkit.weights import Weights
+from poolkit.model.weights import Weights
 
 # --- the prompt (model card) ---------------------------------------------------------------------
 

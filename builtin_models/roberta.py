@@ -27,7 +27,7 @@ from poolkit.builtin_models.bert import (
     BertForSequenceClassification,
     BertModel,
 )
-from poolkit.weights import Weights
+from poolkit.model.weights import Weights
 
 # tensors a RoBERTa checkpoint may carry that no pooling task reads: the MLM head, the tanh pooler
 UNUSED = (*BUFFERS, "pooler.", "lm_head.")

@@ -3,7 +3,7 @@
 Registered with ``fallback=True``: the Engine uses it only when no plugin registered the
 architecture natively. It pads each packed batch back into ``(B, T)`` (slower than the native
 families, same results as transformers), and unpacks the outputs again. What it serves follows
-the architecture name (``poolkit.convert``): ``*For*Classification`` -> classify (and score with 1
+the architecture name (``poolkit.model.convert``): ``*For*Classification`` -> classify (and score with 1
 label) or token_classify; ``*Model``, ``*ForCausalLM``... -> embed from the last hidden state.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from poolkit.batch import PackedBatch
 from poolkit.config import id2label
-from poolkit.convert import default_convert
+from poolkit.model.convert import default_convert
 from poolkit.model.interface import ModelInit, PoolingModel
 
 

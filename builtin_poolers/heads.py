@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from poolkit.config import DenseLayer
-from poolkit.weights import load_state_dict
+from poolkit.model.weights import load_state_dict
 
 
 def _st_activation(qualname: str) -> nn.Module:

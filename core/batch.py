@@ -1,4 +1,5 @@
-"""The packed batch every native model consumes: tokens of all sequences laid end to end."""
+"""The packed batch every native model consumes (tokens of all sequences laid end to end), and the one
+batching rule the offline Engine and the server share (:func:`batch_fits`, :func:`make_batches`)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,28 @@ class PackedBatch:
         if self._plan is None:
             self._plan = AttentionPlan(self.lengths, self.device)
         return self._plan
+
+
+# --- the batching rule ----------------------------------------------------------------------------
+
+
+def batch_fits(n_seqs: int, longest: int, max_batch_tokens: int) -> bool:
+    """The batching rule, for the offline Engine and the server alike: a batch of ``n_seqs`` sequences whose
+    longest has ``longest`` tokens fits when its padded size (what attention pays for) is within budget."""
+    return n_seqs * longest <= max_batch_tokens
+
+
+def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group request indices, longest first, so each batch fits the budget (:func:`batch_fits`).
+
+    Since lengths are sorted, the padded size is close to the packed token count the linears pay
+    for. A request longer than the budget runs alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and batch_fits(len(batches[-1]) + 1, lengths[batches[-1][0]], max_batch_tokens):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches

@@ -178,7 +178,7 @@ class ModelConfig:
     @classmethod
     def load(cls, model: str, *, revision: str | None = None, hf_overrides: dict[str, Any] | None = None,
              trust_remote_code: bool = False) -> ModelConfig:
-        from poolkit.hub import resolve_model_dir
+        from poolkit.model.hub import resolve_model_dir
 
         path = resolve_model_dir(model, revision=revision)
         raw = json.loads((path / "config.json").read_text())

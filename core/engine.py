@@ -12,93 +12,27 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from poolkit.batch import PackedBatch
+from poolkit.batch import PackedBatch, batch_fits, make_batches  # noqa: F401 (batch_fits: its old home)
 from poolkit.config import ModelConfig, PoolerConfig
-from poolkit.convert import served_tasks
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
 from poolkit.inputs import InputProcessor, normalize_prompts
 from poolkit.kernels import bound_kernel_caches
+from poolkit.model.convert import served_tasks
+from poolkit.model.loading import build_model, release_freed_memory, resolve_architecture  # noqa: F401
 from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
-from poolkit.registry import UnknownArchitectureError, get_host
+from poolkit.registry import get_host
+from poolkit.scoring import RerankResult, ScorePlan
 from poolkit.tasks import TaskAdapter, TaskContext
-from poolkit.model.interface import ModelInit, PoolingModel, as_pooling_model
-from poolkit.weights import Weights, load_extra_weight_files, load_state_dict
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 _request_ids = itertools.count()
 logger = logging.getLogger("poolkit.engine")
-
-
-@dataclass
-class ScorePlan:
-    """A tokenized score request: what to run, and how to turn its pooled outputs into pair scores."""
-
-    kind: str  # cross-encoder | bi-encoder | late-interaction
-    adapter: TaskAdapter
-    tokens: list[Any]
-    params: list[PoolingParams]
-    first: list[str]
-    second: list[str]
-    unique: list[str]  # the distinct texts embedded (bi-encoder, late-interaction)
-
-    def finish(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
-        """One ``(1,)`` score per pair."""
-        if self.kind == "cross-encoder":
-            return [p.reshape(1) for p in pooled]
-        vec = dict(zip(self.unique, pooled))
-        if self.kind == "bi-encoder":
-            return [torch.nn.functional.cosine_similarity(vec[a], vec[b], dim=-1).reshape(1)
-                    for a, b in zip(self.first, self.second)]
-        # MaxSim: each query token's best match among the document's tokens, summed
-        return [(vec[a] @ vec[b].T).max(dim=-1).values.sum().reshape(1) for a, b in zip(self.first, self.second)]
-
-    def pair_token_ids(self) -> list[list[int]]:
-        if self.kind == "cross-encoder":
-            return [t.ids for t in self.tokens]
-        ids = {text: t.ids for text, t in zip(self.unique, self.tokens)}
-        return [ids[a] + ids[b] for a, b in zip(self.first, self.second)]
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(t.ids) for t in self.tokens)
-
-
-@dataclass
-class RerankResult:
-    """One reranked document: its position in the input, its score, and the text if asked for."""
-
-    index: int
-    relevance_score: float
-    document: str | None = None
-
-
-def batch_fits(n_seqs: int, longest: int, max_batch_tokens: int) -> bool:
-    """The batching rule, for the offline Engine and the server alike: a batch of ``n_seqs`` sequences whose
-    longest has ``longest`` tokens fits when its padded size (what attention pays for) is within budget."""
-    return n_seqs * longest <= max_batch_tokens
-
-
-def make_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group request indices, longest first, so each batch fits the budget (:func:`batch_fits`).
-
-    Since lengths are sorted, the padded size is close to the packed token count the linears pay
-    for. A request longer than the budget runs alone.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and batch_fits(len(batches[-1]) + 1, lengths[batches[-1][0]], max_batch_tokens):
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 def _check(adapter: TaskAdapter, params: PoolingParams) -> None:
@@ -112,29 +46,13 @@ def _check(adapter: TaskAdapter, params: PoolingParams) -> None:
         raise InvalidRequestError(str(exc)) from exc
 
 
-def release_freed_memory(collect: bool = True) -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS stays the model's.
-
-    ``collect`` runs the garbage collector first (after a model build); a streaming job trims only.
-    """
-    import ctypes
-    import gc
-
-    if collect:
-        gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
 class Engine:
     """Load a pooling model and run ``embed`` / ``encode`` on it.
 
     :param model: a local directory, or a hub id resolved through the Hugging Face cache first.
     :param runner: ``"auto"`` or ``"pooling"`` (poolkit runs pooling models only).
     :param convert: ``"auto"`` (serve what the architecture declares; a ``*ForCausalLM`` becomes an
-        embedder), ``"none"``, ``"embed"`` or ``"classify"`` (see ``poolkit.convert``).
+        embedder), ``"none"``, ``"embed"`` or ``"classify"`` (see ``poolkit.model.convert``).
     :param pooler_config: dict or :class:`PoolerConfig`, overriding the model's and ST's settings.
     :param hf_overrides: keys merged into ``config.json`` before anything reads it.
     :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, ``"bfloat16"`` (bf16
@@ -170,7 +88,7 @@ class Engine:
         self.model_config = ModelConfig.load(model, revision=revision, hf_overrides=hf_overrides,
                                              trust_remote_code=trust_remote_code)
         self.model_config.served_name = served_model_name or str(model)
-        self.architecture, model_cls = self._architecture()
+        self.architecture, model_cls = resolve_architecture(self.host, self.model_config)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         if dtype == "auto":
@@ -188,7 +106,7 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
         model_cls.prepare_config(hf, self.tokenizer)  # a family that needs the tokenizer to read its config
         bound_kernel_caches()  # before oneDNN's first use: memory stays flat over many batch shapes
-        self.model = self._build_model(model_cls, kernels)
+        self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels)
 
         st = self.model_config.st
         self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
@@ -222,38 +140,6 @@ class Engine:
                     self.model_config.served_name, self.architecture, time.perf_counter() - started,
                     list(self.supported_tasks), str(self.dtype).removeprefix("torch."), self.device, kernels,
                     self.max_model_len, "longer inputs truncated" if self.auto_truncate else "longer inputs rejected")
-
-    def _build_model(self, model_cls: type[PoolingModel], kernels: str) -> PoolingModel:
-        """The model class built from the checkpoint's tensors, on the target device."""
-        state = load_state_dict(self.model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
-        state.update(load_extra_weight_files(self.model_config.path, model_cls.extra_weight_files))
-        if getattr(model_cls, "_legacy", False):  # the old contract reads the dict directly: all on the device
-            state = {k: v.to(self.device) for k, v in state.items()}
-        init = ModelInit(self.model_config.hf_config, Weights(state, self.device), self.dtype, self.device, kernels)
-        del state
-        with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
-            model = model_cls(init).eval()
-        del init
-        release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
-        return model
-
-    def _architecture(self) -> tuple[str, type]:
-        """The registered class for the first known architecture, else a fallback that accepts it."""
-        archs = self.model_config.architectures
-        registry = self.host.registry("architectures")
-        for arch in archs:
-            if arch in registry and not registry.get(arch).meta.get("fallback"):
-                return arch, as_pooling_model(registry.load(arch), arch)
-        for name in registry.names():
-            if registry.get(name).meta.get("fallback") and archs:
-                cls = registry.load(name)
-                if cls.accepts(self.model_config.hf_config):
-                    return archs[0], as_pooling_model(cls, name)
-        raise UnknownArchitectureError(
-            f"Model architectures {archs} of '{self.model_config.served_name}' are not supported. Registered "
-            f"architectures: {[n for n in registry.names() if not registry.get(n).meta.get('fallback')]}. "
-            f"A plugin may provide it: install it and run 'poolkit plugins'."
-        )
 
     def task(self, name: str) -> TaskAdapter:
         """The task adapter for ``name``, built on first use."""

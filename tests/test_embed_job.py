@@ -207,7 +207,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_bert_dir, tmp_path, 
 
 def test_progress_bar_advances_per_forward_pass(tiny_bert_dir, tmp_path, capsys, monkeypatch, engine):
     """Not per chunk: with 16 texts a chunk and a few texts a forward pass, the bar shows counts between chunks."""
-    from poolkit.engine import make_batches
+    from poolkit.batch import make_batches
 
     texts = TEXTS[:6] + [f"text number {i}" for i in range(34)]
     src = write_input(tmp_path / "in.txt", texts, "txt")

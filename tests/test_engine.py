@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from poolkit import Engine, PoolingParams, testing
-from poolkit.engine import make_batches
+from poolkit.batch import make_batches
 
 
 @pytest.fixture(scope="module")

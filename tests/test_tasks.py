@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from poolkit import Engine, PoolingParams, testing
-from poolkit.convert import default_convert, served_tasks
+from poolkit.model.convert import default_convert, served_tasks
 
 PAIRS = [("how do I bake bread", "Mix flour, water and yeast, then bake."),
          ("capital of France", "Paris is the capital of France."),

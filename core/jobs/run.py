@@ -113,7 +113,7 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
     Skipped rows (a warning each) and a resumed run's position (info) go to ``log``, a text stream,
     when given, else to the ``poolkit.jobs`` logger; nothing is printed.
     """
-    from poolkit.engine import release_freed_memory
+    from poolkit.model.loading import release_freed_memory
     from poolkit.params import PoolingParams
 
     start_time = time.perf_counter()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from poolkit.weights import Weights
+    from poolkit.model.weights import Weights
 
 
 class LayerNorm(nn.Module):

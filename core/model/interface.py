@@ -2,7 +2,7 @@
 
 The pipeline (Engine, task adapters, server) reads a model only through the attributes and methods
 declared here; each has a default, so a model declares only what differs. A model is built from one
-:class:`ModelInit`: the config, the checkpoint's tensors (:class:`poolkit.weights.Weights`, with
+:class:`ModelInit`: the config, the checkpoint's tensors (:class:`poolkit.model.weights.Weights`, with
 ``take`` and a consumed-check), dtype, device and a ``linear()`` factory that gives plugins the
 prepacked CPU kernels without knowing about oneDNN.
 
@@ -22,7 +22,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from poolkit.batch import PackedBatch
-    from poolkit.weights import Weights
+    from poolkit.model.weights import Weights
 
 
 @dataclass

@@ -6,7 +6,7 @@ tokenized by the loop itself (one thread hop less).
 
 Scheduling is fair across requests, not first-come-first-served per prompt: each batch is filled
 round robin from the queued requests, least-served first (a request's ``priority`` comes before
-that, lower first, as in vLLM), while the batch fits the budget (:func:`poolkit.engine.batch_fits`).
+that, lower first, as in vLLM), while the batch fits the budget (:func:`poolkit.batch.batch_fits`).
 So a one-text request admitted while a bulk request is computed joins the next forward pass instead
 of waiting for the whole bulk request, and the engine loop picks, across models, the model whose
 least-served request is most due. A request's prompts are queued longest first (the offline
@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from poolkit.engine import batch_fits
+from poolkit.batch import batch_fits
 from poolkit.isolate import run_isolated
 from poolkit.server.engine_loop import EngineLoop
 from poolkit.server.errors import APIError, Overloaded

@@ -102,7 +102,7 @@ def model_init(hf_config: Any, state: dict[str, torch.Tensor], dtype: torch.dtyp
                kernels: str = "auto") -> Any:
     """The :class:`poolkit.ModelInit` the Engine would build on CPU."""
     from poolkit.model.interface import ModelInit
-    from poolkit.weights import Weights
+    from poolkit.model.weights import Weights
 
     return ModelInit(hf_config, Weights(state), dtype, torch.device("cpu"), kernels)
 
@@ -121,7 +121,7 @@ def native(cls: type | None, path: str | Path, *, dtype: torch.dtype = torch.flo
     as the Engine builds it (``extra_weight_files`` too), in eval mode. ``state`` replaces the
     checkpoint's tensors (a test that removes or adds one)."""
     from poolkit.config import ModelConfig
-    from poolkit.weights import load_extra_weight_files, load_state_dict
+    from poolkit.model.weights import load_extra_weight_files, load_state_dict
 
     cfg = ModelConfig.load(str(path), hf_overrides=hf_overrides)
     cls = cls or native_class(cfg.architectures[0])

@@ -8,7 +8,7 @@ import torch
 from poolkit import testing
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.bert import BertForEmbedding, BertForSequenceClassification, BertForTokenClassification
-from poolkit.weights import load_state_dict
+from poolkit.model.weights import load_state_dict
 from tests.builtin_models.helpers import PARITY_TOL, native, reference_hidden
 
 SIZES = [  # hidden, layers, heads, intermediate

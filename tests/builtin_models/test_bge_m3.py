@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from poolkit import testing
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.bge_m3 import BgeM3EmbeddingModel
-from poolkit.weights import load_extra_weight_files
+from poolkit.model.weights import load_extra_weight_files
 from tests.builtin_models.builders_roberta import PAD, build_tiny_bge_m3
 from tests.builtin_models.helpers import PARITY_TOL, native, padded
 

@@ -19,7 +19,7 @@ from poolkit.builtin_models.modernbert import (
     layer_types, rope_theta)
 from poolkit.builtin_poolers.methods import CLSPool, MeanPool
 from poolkit.config import ModelConfig
-from poolkit.weights import load_state_dict
+from poolkit.model.weights import load_state_dict
 from tests.builtin_models.builders_modernbert import build_tiny_modernbert, reference_model
 from tests.builtin_models.helpers import PARITY_TOL, assert_bf16_close, native, padded, reference_hidden
 

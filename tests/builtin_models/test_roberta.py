@@ -8,7 +8,7 @@ import torch
 from poolkit import testing
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.roberta import RobertaForEmbedding, RobertaForSequenceClassification, roberta_positions
-from poolkit.weights import load_state_dict
+from poolkit.model.weights import load_state_dict
 from tests.builtin_models.builders_roberta import PAD, build_tiny_roberta
 from tests.builtin_models.helpers import PARITY_TOL, assert_bf16_close, native, native_class, padded, reference_hidden
 

@@ -1,0 +1,63 @@
+"""Loading a model: the registered class for a checkpoint's architecture, built from its tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from poolkit.model.interface import ModelInit, PoolingModel, as_pooling_model
+from poolkit.model.weights import Weights, load_extra_weight_files, load_state_dict
+from poolkit.registry import UnknownArchitectureError
+
+
+def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[PoolingModel]]:
+    """(architecture name, class) for the first of the config's ``architectures`` a plugin registered,
+    else for the first fallback whose ``accepts(config)`` takes it; old-contract classes are wrapped."""
+    archs = model_config.architectures
+    registry = host.registry("architectures")
+    for arch in archs:
+        if arch in registry and not registry.get(arch).meta.get("fallback"):
+            return arch, as_pooling_model(registry.load(arch), arch)
+    for name in registry.names():
+        if registry.get(name).meta.get("fallback") and archs:
+            cls = registry.load(name)
+            if cls.accepts(model_config.hf_config):
+                return archs[0], as_pooling_model(cls, name)
+    raise UnknownArchitectureError(
+        f"Model architectures {archs} of '{model_config.served_name}' are not supported. Registered "
+        f"architectures: {[n for n in registry.names() if not registry.get(n).meta.get('fallback')]}. "
+        f"A plugin may provide it: install it and run 'poolkit plugins'."
+    )
+
+
+def build_model(model_cls: type[PoolingModel], model_config: Any, dtype: torch.dtype, device: torch.device,
+                kernels: str) -> PoolingModel:
+    """``model_cls`` built from the checkpoint's tensors, on ``device``, in eval mode."""
+    state = load_state_dict(model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
+    state.update(load_extra_weight_files(model_config.path, model_cls.extra_weight_files))
+    if getattr(model_cls, "_legacy", False):  # the old contract reads the dict directly: all on the device
+        state = {k: v.to(device) for k, v in state.items()}
+    init = ModelInit(model_config.hf_config, Weights(state, device), dtype, device, kernels)
+    del state
+    with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
+        model = model_cls(init).eval()
+    del init
+    release_freed_memory()  # the checkpoint's tensors were copied into packed kernels
+    return model
+
+
+def release_freed_memory(collect: bool = True) -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS stays the model's.
+
+    ``collect`` runs the garbage collector first (after a model build); a streaming job trims only.
+    """
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
