@@ -113,6 +113,7 @@ class ModelWorker:
         self._requests = 0
         self._running = True
         self._busy = False
+        self._capped_last = False  # the last batch left longer prompts out for a new request (_next_batch)
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize")
         if metrics:
             metrics.queue_depth.set_function(lambda: self._pending)  # read at scrape time
@@ -242,7 +243,14 @@ class ModelWorker:
         fits the budget; one task adapter per batch. Priority is strict: the requests of a lower ``priority``
         value fill the batch first, and later levels get only the room they leave."""
         order = sorted(self._active, key=_Request.key)
-        adapter = self._active[order[0]][0].adapter
+        head = self._active[order[0]][0]
+        adapter = head.adapter
+        # A new request's first pass is not made long by much longer prompts of requests already being
+        # served (a one-text request beside a bulk one then takes a short pass of its own instead of one
+        # of the bulk's full passes, and takes no slot from the bulk); at most every other batch, so
+        # the requests being served keep at least half of the passes.
+        cap = 2 * len(head.tokens.ids) if order[0].served == 0 and not self._capped_last else None
+        self._capped_last = False
         batch: list[_Item] = []
         longest, budget = 0, self.max_batch_tokens
         for level in _priority_levels(order):
@@ -254,6 +262,9 @@ class ModelWorker:
                         continue
                     n = len(queue[0].tokens.ids)
                     if batch and not batch_fits(len(batch) + 1, max(longest, n), budget):
+                        continue
+                    if cap is not None and n > cap and request.served > 0:
+                        self._capped_last = True  # someone was left out for the new request's sake
                         continue
                     batch.append(queue.popleft())
                     longest, added = max(longest, n), True

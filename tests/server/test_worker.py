@@ -182,3 +182,17 @@ def test_priority_is_strict():
     urgent = _queued(worker, engine, ["u" * 8] * 7, priority=-1)
     assert [i.request for i in worker._next_batch()] == [urgent] * 5
     assert [i.request for i in worker._next_batch()] == [urgent] * 2 + [low] * 3  # what is left goes to the rest
+
+
+def test_a_new_short_request_gets_a_short_pass_of_its_own_at_most_every_other_batch():
+    engine = FakeEngine()
+    worker = ModelWorker(engine, EngineLoop(), max_batch_tokens=128)  # 4 bulk prompts of 32 tokens per pass
+    bulk = _queued(worker, engine, ["b" * 32] * 40)
+    assert [i.request for i in worker._next_batch()] == [bulk] * 4
+    single = _queued(worker, engine, ["s" * 4])
+    assert [i.request for i in worker._next_batch()] == [single]  # not padded to 32 nor taking a bulk slot
+    another = _queued(worker, engine, ["a" * 4])
+    third = worker._next_batch()  # the bulk request's turn: the new one rides along, no second short pass
+    assert [i.request for i in third] == [another] + [bulk] * 3
+    late = _queued(worker, engine, ["l" * 4])
+    assert [i.request for i in worker._next_batch()] == [late]
