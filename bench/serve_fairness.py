@@ -38,8 +38,9 @@ not the other's, which (b) would misread; and the two goals, evaluated on the me
 
 Goals (issue 11): (a) singles p99 under bulk <= p99 alone + 2 forward passes, (b) bulk time within
 10% of alone (shared <= 1.10 x alone). The server as it was when this benchmark was written
-schedules the oldest prompt first, so a single sent after the bulk waits for most of it: (a) is
-missed by tens of forward passes, (b) is met.
+scheduled the oldest prompt first, so a single sent after the bulk waited for most of it ((a)
+missed by tens of forward passes); the fair scheduler's figures are in docs/serving.md
+("Scheduling and batching").
 
 Results: a table on stdout and ``bench/results/serve_fairness.json`` (gitignored); the server's log
 goes to ``bench/results/serve_fairness_poolkit.log``. Nothing leaves 127.0.0.1. Examples::
