@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
         from poolkit.server.app import create_app, serve
         from poolkit.server.state import Limits
-        from poolkit.server.worker import EngineLoop
+        from poolkit.server.engine_loop import EngineLoop
     except ImportError as exc:
         raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
     from poolkit.logs import configure_logging, log_level

@@ -131,13 +131,16 @@ class PoolingModel(nn.Module):
 # --- the old contract ------------------------------------------------------------------------------
 
 
-def takes_init(cls: type) -> bool:
-    """Whether ``cls`` is built the current way, from one :class:`ModelInit`."""
-    if not (isinstance(cls, type) and issubclass(cls, PoolingModel)):
-        return False
+def _one_argument(cls: type) -> bool:
+    """Whether ``cls(...)`` needs exactly one positional argument (a ModelInit), not the old four."""
     params = [p for p in inspect.signature(cls.__init__).parameters.values()
               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
-    return len(params) == 1
+    return len([p for p in params if p.default is p.empty]) == 1
+
+
+def takes_init(cls: type) -> bool:
+    """Whether ``cls`` is built the current way: a :class:`PoolingModel` built from one :class:`ModelInit`."""
+    return isinstance(cls, type) and issubclass(cls, PoolingModel) and _one_argument(cls)
 
 
 def as_pooling_model(cls: type, name: str) -> type:
@@ -151,12 +154,16 @@ def as_pooling_model(cls: type, name: str) -> type:
         f"poolkit.ModelInit: __init__(self, init), init.weights.take(key), init.linear(...) "
         f"(docs/plugins.md, 'Architectures').", DeprecationWarning, stacklevel=3)
     bases = (cls,) if isinstance(cls, type) and issubclass(cls, PoolingModel) else (cls, PoolingModel)
+    one_argument = _one_argument(cls)
 
     class Legacy(*bases):  # type: ignore[misc]
         _legacy = True
 
         def __init__(self, init: ModelInit) -> None:
-            cls.__init__(self, init.config, init.weights, init.dtype, init.kernels)
+            if one_argument:  # a class that takes a ModelInit but does not subclass PoolingModel
+                cls.__init__(self, init)
+            else:
+                cls.__init__(self, init.config, init.weights, init.dtype, init.kernels)
             if not hasattr(self, "config"):
                 self.config = init.config
 

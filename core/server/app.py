@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -58,7 +59,7 @@ def create_app(load_engines: Callable[[], dict[str, Any]], *, limits: Limits | N
         else:
             load()
         yield
-        state.drain()
+        await asyncio.to_thread(state.drain)  # off the event loop: results of the last requests still arrive
         if own_loop:
             engine_loop.stop()
         logger.info("shut down")

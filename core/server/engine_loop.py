@@ -10,12 +10,15 @@ batch, is the queues' business (:mod:`poolkit.server.queue`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from poolkit.server.queue import ModelWorker
+
+logger = logging.getLogger("poolkit.server")
 
 
 class EngineLoop:
@@ -48,6 +51,7 @@ class EngineLoop:
                 worker = self._most_due()
                 while worker is None:
                     if self._stopping or (until is not None and until()):
+                        self.idle = False  # nobody will take direct jobs any more
                         return
                     self.idle = True
                     self.cv.wait(timeout=0.25 if until is not None else None)
@@ -55,7 +59,12 @@ class EngineLoop:
                 self.idle = False
                 jobs, worker._jobs = worker._jobs, []
                 if not jobs:
-                    batch = worker._next_batch()
+                    try:
+                        batch = worker._next_batch()
+                    except Exception as exc:  # a bug in batching: fail what is queued, keep serving
+                        logger.error("forming a batch failed; failing the model's queued requests", exc_info=True)
+                        worker._fail_queued(exc)
+                        continue
                 worker._busy = True
             try:
                 if jobs:  # requests that came while the loop was idle: tokenize them here, batch them next

@@ -60,16 +60,18 @@ class Guard:
     async def _run(self, scope: dict, receive: Callable, send: Callable, status: list[int], rid: str) -> None:
         """The app, cancelled when the client disconnects once its body is read (its queued prompts are then
         dropped); a bug becomes a logged JSON 500, a request cut short by shutdown a JSON 503."""
-        app = asyncio.ensure_future(self.app(scope, _watching(receive, lambda: status[0], lambda: app), send))
+        gone: list[bool] = [False]  # set by the watcher when it cancels the app because the client left
+        app = asyncio.ensure_future(self.app(scope, _watching(receive, lambda: status[0], lambda: app, gone), send))
         try:
             await app
         except asyncio.CancelledError:
-            if app.cancelled() and not asyncio.current_task().cancelling():  # the client went away
+            if gone[0]:  # the client went away
                 status[0] = status[0] or 499  # nginx's "client closed request": nothing is sent
                 return
             if not status[0]:  # uvicorn's graceful-shutdown timeout cancelled us: answer, never a plain 500
                 status[0] = 503
                 await _try_send(errors.error_response(503, "The server is shutting down"), scope, send)
+            # not re-raised: uvicorn would log the CancelledError of a request it has already been answered for
         except Exception as exc:
             logger.error("request %s (%s %s) failed with a server error", rid, scope.get("method"), scope["path"],
                          exc_info=exc)
@@ -93,13 +95,15 @@ def _key_matches(headers: dict[bytes, bytes], key: str) -> bool:
     return hmac.compare_digest(given, b"Bearer " + key.encode())
 
 
-def _watching(receive: Callable, response_status: Callable[[], int], app: Callable[[], asyncio.Future]) -> Callable:
+def _watching(receive: Callable, response_status: Callable[[], int], app: Callable[[], asyncio.Future],
+              gone: list[bool]) -> Callable:
     """``receive`` for the app; once the app has read the whole body, a watcher waits for the client to
     disconnect and then cancels the app (unless its response has begun)."""
 
     async def watch() -> None:
         message = await receive()
         if message["type"] == "http.disconnect" and not response_status() and not app().done():
+            gone[0] = True
             app().cancel()
 
     async def wrapped() -> dict:

@@ -136,10 +136,10 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), priority)
         with self._cv:
-            if self._requests >= self.max_concurrent_requests:
-                raise Overloaded(f"Too many concurrent requests (max_concurrent_requests={self.max_concurrent_requests})")
             if not self._running:
                 raise APIError(503, "The server is shutting down")
+            if self._requests >= self.max_concurrent_requests:
+                raise Overloaded(f"Too many concurrent requests (max_concurrent_requests={self.max_concurrent_requests})")
             self._requests += 1
             # an idle engine loop tokenizes the request itself: one thread hop less (~0.2 ms at 1 client);
             # under load the tokenizer thread does it while the loop runs the current batch
@@ -152,8 +152,7 @@ class ModelWorker:
             if job is not None:
                 pooled = await request.future
                 return job.prepared, pooled
-            prepared, queued = await loop.run_in_executor(self._tokenizer, self._prepare_and_queue, prepare, split,
-                                                          request)
+            prepared, queued = await self._in_tokenizer_thread(loop, self._prepare_and_queue, prepare, split, request)
             return prepared, (await request.future if queued else [])
         except asyncio.CancelledError:
             self.cancel(request)
@@ -169,7 +168,14 @@ class ModelWorker:
             with self._tokenizer_lock:
                 return fn(*args, **kwargs)
 
-        return await loop.run_in_executor(self._tokenizer, call)
+        return await self._in_tokenizer_thread(loop, call)
+
+    async def _in_tokenizer_thread(self, loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> Any:
+        try:
+            future = loop.run_in_executor(self._tokenizer, fn, *args)
+        except RuntimeError:  # the tokenizer thread is shut down: the server is draining
+            raise APIError(503, "The server is shutting down") from None
+        return await future
 
     def cancel(self, request: _Request) -> None:
         """Drop ``request``'s queued prompts (its client went away); prompts in a running batch finish."""
@@ -229,12 +235,18 @@ class ModelWorker:
             self._running = False
             while (self._active or self._jobs or self._busy) and time.monotonic() < deadline:
                 self._cv.wait(timeout=0.1)
-            left, self._active, self._pending, self._queued_tokens = list(self._active), {}, 0, 0
             jobs, self._jobs = self._jobs, []
-        gone = APIError(503, "The server is shutting down: this request did not finish within its shutdown timeout")
-        for request in left + [j.request for j in jobs]:
-            request.fail(gone)
+            gone = APIError(503, "The server is shutting down: this request did not finish within its shutdown timeout")
+            self._fail_queued(gone)
+        for job in jobs:
+            job.request.fail(gone)
         self._tokenizer.shutdown(wait=False)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        """Settle every queued request with ``exc`` (the engine loop holds the lock)."""
+        left, self._active, self._pending, self._queued_tokens = list(self._active), {}, 0, 0
+        for request in left:
+            request.fail(exc)
 
     # --- engine loop side -----------------------------------------------------------------------------
 

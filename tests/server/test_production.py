@@ -160,7 +160,8 @@ def test_bug_in_a_task_adapter_is_500_and_bad_config_stops_the_engine_build(tiny
     live = LiveServer(create_app(lambda: {"m": engine}))
     try:
         r = httpx.post(live.url + "/v1/embeddings", json={"input": "x"})
-        assert r.status_code == 500 and "a bug" not in r.text
+        assert r.status_code == 500 and r.json()["type"] == "InternalServerError"
+        assert r.headers["x-request-id"] in r.json()["message"] and "a bug" not in r.text
     finally:
         live.stop()
 
@@ -208,6 +209,7 @@ def test_head_health_and_offline_docs(faulty):
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         got = httpx.get(f"{live.url}/docs/assets/{asset}")
         assert got.status_code == 200 and len(got.content) > 10_000
+    assert httpx.get(live.url + "/docs/assets/index.html").status_code == 404  # in the bundle, not served
     assert httpx.get(live.url + "/docs/assets/..%2Fsecret").status_code == 404
 
 
