@@ -19,6 +19,7 @@ ARCHITECTURES = {
     "RobertaForSequenceClassification": ("roberta", "RobertaForSequenceClassification"),
     "XLMRobertaForSequenceClassification": ("roberta", "RobertaForSequenceClassification"),
     "BgeM3EmbeddingModel": ("bge_m3", "BgeM3EmbeddingModel"),
+    "HF_ColBERT": ("colbert", "HFColBERT"),
     "LlamaModel": ("llama", "LlamaForEmbedding"),
     "Qwen2Model": ("llama", "Qwen2ForEmbedding"),
     "Qwen3Model": ("llama", "Qwen3ForEmbedding"),
