@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
-from poolkit.batch import PackedBatch, batch_fits, make_batches  # noqa: F401 (batch_fits: its old home)
+from poolkit.batch import PackedBatch, make_batches
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
 from poolkit.inputs import InputProcessor, normalize_prompts
 from poolkit.kernels import bound_kernel_caches
 from poolkit.model.convert import served_tasks
-from poolkit.model.loading import build_model, release_freed_memory, resolve_architecture  # noqa: F401
+from poolkit.model.loading import build_model, release_freed_memory, resolve_architecture  # noqa: F401 (release_freed_memory: its old home)
 from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import get_host
-from poolkit.scoring import RerankResult, ScorePlan
+from poolkit.scoring import RerankResult, ScorePlan, rerank_order
 from poolkit.tasks import TaskAdapter, TaskContext
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -320,7 +320,7 @@ class Engine:
         if not documents:
             return []
         scores = [o.outputs.score for o in self.score(query, list(documents), **kwargs)]
-        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or None]
+        order = rerank_order(scores, top_n)
         return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
 
     @staticmethod

@@ -53,3 +53,8 @@ class RerankResult:
     index: int
     relevance_score: float
     document: str | None = None
+
+
+def rerank_order(scores: list[float], top_n: int | None = None) -> list[int]:
+    """Document indices by descending score (ties keep input order), the first ``top_n`` if given."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])[: top_n or None]

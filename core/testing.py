@@ -83,7 +83,7 @@ def save_as_sentence_transformer(dest: str | Path, *, pooling_mode: str = "mean"
         (dest / "2_Normalize").mkdir(exist_ok=True)
     (dest / "modules.json").write_text(json.dumps(modules))
     (dest / "1_Pooling").mkdir(exist_ok=True)
-    flag = mode if (mode := pooling_mode).startswith("pooling_mode_") else f"pooling_mode_{mode}"
+    flag = pooling_mode if pooling_mode.startswith("pooling_mode_") else f"pooling_mode_{pooling_mode}"
     if not flag.endswith(("_tokens", "_token", "lasttoken")):
         flag += "_tokens"
     (dest / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": width, flag: True}))

@@ -84,31 +84,31 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"poolkit serve: served model names must be unique, got {names}")
     engine_args = engine_kwargs(args)
 
-    def load_engines() -> dict:
+    def build(name: str, model: str):
         from poolkit import Engine
 
-        return {name: Engine(model, served_model_name=name, **engine_args) for name, model in zip(names, models)}
+        return Engine(model, served_model_name=name, **engine_args)
 
+    def load_engines() -> dict:  # --background-load: after the port is bound, failures shown by /health
+        return {name: build(name, model) for name, model in zip(names, models)}
+
+    engines: dict = {}
     if not args.background_load:  # fail fast: every model loads before the port is bound
-        from poolkit import Engine
-
-        engines = {}
         for name, model in zip(names, models):
             try:
-                engines[name] = Engine(model, served_model_name=name, **engine_args)
+                engines[name] = build(name, model)
             except Exception as exc:  # one line naming the model and the cause; the traceback at debug level
                 log.debug("loading %s failed", model, exc_info=True)
                 cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 print(f"poolkit serve: error: cannot load model {model!r}: {type(exc).__name__}: {cause}",
                       file=sys.stderr)
                 return 1
-        load_engines = lambda: engines  # noqa: E731
     limits = Limits(max_client_batch_size=args.max_client_batch_size, max_body_bytes=args.max_body_bytes,
                     max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,
                     max_batch_tokens=args.max_batch_tokens)
     api_key = args.api_key if args.api_key is not None else os.environ.get("POOLKIT_API_KEY") or None
     engine_loop = EngineLoop()
-    app = create_app(load_engines, limits=limits, api_key=api_key, engine_loop=engine_loop,
+    app = create_app(load_engines if args.background_load else lambda: engines, limits=limits, api_key=api_key, engine_loop=engine_loop,
                      background_load=args.background_load, shutdown_timeout=args.shutdown_timeout)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=level, access_log=args.access_log)
     import torch

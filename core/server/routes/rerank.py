@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 
 from poolkit.params import PoolingParams
 from poolkit.server.protocol import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
+from poolkit.scoring import rerank_order
 from poolkit.server.routes.common import get_state
 from poolkit.server.routes.score import run_score
 
@@ -20,9 +21,7 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
         return RerankResponse(model=state.model(body.model).name, usage=RerankUsage(total_tokens=0), results=[])
     params = PoolingParams(truncate_prompt_tokens=body.truncate_prompt_tokens)
     served, plan, scores = await run_score(state, body.model, [body.query], docs, params, body.priority)
-    order = sorted(range(len(docs)), key=lambda i: -scores[i])
-    if body.top_n:
-        order = order[: body.top_n]
+    order = rerank_order(scores, body.top_n)
     results = [RerankResult(index=i, relevance_score=scores[i],
                             document=RerankDocument(text=docs[i]) if body.return_documents else None) for i in order]
     return RerankResponse(model=served.name, usage=RerankUsage(total_tokens=plan.num_tokens), results=results)
