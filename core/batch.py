@@ -15,23 +15,36 @@ class PackedBatch:
     """``N = sum(lengths)`` tokens of ``B`` sequences, no padding.
 
     ``skip`` counts leading tokens per sequence that poolers ignore (a prompt when the Sentence
-    Transformers config says ``include_prompt: false``).
+    Transformers config says ``include_prompt: false``). ``attend`` (None: all) counts the leading
+    tokens per sequence that attention may look at: later ones (PyLate's query expansion [MASK]s) are
+    computed but never attended to, as padding under an attention mask of 0. ``keep`` (None: all)
+    lists, per sequence, the positions whose vectors ``token_embed`` returns.
     """
 
     input_ids: torch.Tensor  # (N,) int64
     lengths: list[int]  # (B,)
     token_type_ids: torch.Tensor | None = None  # (N,) int64
     skip: list[int] | None = None
+    attend: list[int] | None = None
+    keep: list[list[int] | None] | None = None
     _plan: AttentionPlan | None = field(default=None, repr=False)
 
     @classmethod
     def from_token_lists(cls, ids: list[list[int]], token_types: list[list[int]] | None = None,
-                         skip: list[int] | None = None, device: str | torch.device = "cpu") -> PackedBatch:
+                         skip: list[int] | None = None, device: str | torch.device = "cpu",
+                         attend: list[int | None] | None = None,
+                         keep: list[list[int] | None] | None = None) -> PackedBatch:
         flat = torch.tensor([t for seq in ids for t in seq], dtype=torch.long, device=device)
         tt = None
         if token_types is not None and any(any(seq) for seq in token_types):
             tt = torch.tensor([t for seq in token_types for t in seq], dtype=torch.long, device=device)
-        return cls(flat, [len(seq) for seq in ids], tt, skip)
+        lengths = [len(seq) for seq in ids]
+        if attend is not None:
+            attend = [len(seq) if a is None else a for seq, a in zip(ids, attend)]
+            attend = None if attend == lengths else attend
+        if keep is not None and all(k is None for k in keep):
+            keep = None
+        return cls(flat, lengths, tt, skip, attend, keep)
 
     @property
     def device(self) -> torch.device:
@@ -59,7 +72,7 @@ class PackedBatch:
     @property
     def attention_plan(self) -> AttentionPlan:
         if self._plan is None:
-            self._plan = AttentionPlan(self.lengths, self.device)
+            self._plan = AttentionPlan(self.lengths, self.device, self.attend)
         return self._plan
 
 

@@ -20,9 +20,9 @@ class ScorePlan:
     adapter: TaskAdapter
     tokens: list[Any]
     params: list[PoolingParams]
-    first: list[str]
-    second: list[str]
-    unique: list[str]  # the distinct texts embedded (bi-encoder, late-interaction)
+    first: list[Any]  # per pair: the first text (late interaction: its key in ``unique``)
+    second: list[Any]
+    unique: list[Any]  # what was embedded, once each: texts (bi-encoder), (role, text) keys (late interaction)
 
     def finish(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
         """One ``(1,)`` score per pair."""

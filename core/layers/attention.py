@@ -36,13 +36,16 @@ class Chunk(NamedTuple):
     rows: torch.Tensor  # (n,) packed rows of the real tokens, in padded order
     B: int
     T: int
-    key_mask: torch.Tensor | None  # (B, 1, 1, T) bool, None when no sequence is padded
+    key_mask: torch.Tensor | None  # (B, 1, 1, T) bool, None when every slot is a key
+    full: bool = True  # no slot is padding (then the output needs no unpadding)
 
 
 class AttentionPlan:
     """Gather indices that turn packed tokens into padded length-bucketed chunks, built once per batch."""
 
-    def __init__(self, lengths: list[int], device: torch.device | str = "cpu") -> None:
+    def __init__(self, lengths: list[int], device: torch.device | str = "cpu", attend: list[int] | None = None) -> None:
+        """``attend``: per sequence, how many leading tokens are keys (None: all of them); the others are
+        still queries (PyLate's query expansion: [MASK]s that read the query but are not read)."""
         self.lengths = lengths
         self.num_tokens = sum(lengths)
         self.device = torch.device(device)
@@ -60,9 +63,10 @@ class AttentionPlan:
             ar = torch.arange(T, device=device)
             valid = ar[None, :] < lens[:, None]  # (B, T)
             gather = torch.where(valid, starts[:, None] + ar[None, :], starts[:, None])  # pads repeat token 0
-            uniform = bool(valid.all())
+            keys = valid if attend is None else ar[None, :] < torch.tensor([attend[i] for i in idx], device=device)[:, None]
+            uniform = bool(valid.all()) and bool(keys.all())
             self.chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), gather[valid], len(idx), T,
-                                     None if uniform else valid[:, None, None, :]))
+                                     None if uniform else keys[:, None, None, :], bool(valid.all())))
         self._masks: dict[tuple[bool, int | None], list[tuple[torch.Tensor | None, bool]]] = {}
 
     def masks(self, causal: bool = False, window: int | None = None) -> list[tuple[torch.Tensor | None, bool]]:
@@ -114,5 +118,5 @@ def packed_attention(qkv: torch.Tensor, plan: AttentionPlan, num_heads: int, cau
         x = qkv.index_select(0, chunk.gather).view(B, T, 3, num_heads, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
         y = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=mask, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B * T, C)
-        out.index_copy_(0, chunk.rows, y if chunk.key_mask is None else y[chunk.valid])
+        out.index_copy_(0, chunk.rows, y if chunk.full else y[chunk.valid])
     return out

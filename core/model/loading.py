@@ -13,9 +13,19 @@ from poolkit.registry import UnknownArchitectureError
 
 def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[PoolingModel]]:
     """(architecture name, class) for the first of the config's ``architectures`` a plugin registered,
-    else for the first fallback whose ``accepts(config)`` takes it; old-contract classes are wrapped."""
+    else for the first fallback whose ``accepts(config)`` takes it; old-contract classes are wrapped.
+
+    A Sentence Transformers checkpoint saved by another library's model class names it in
+    ``config_sentence_transformers.json``'s ``model_type`` (PyLate: ``ColBERT``); when an architecture is
+    registered under that name it comes first (unless ``hf_overrides`` names the architectures):
+    ``config.json``'s architectures then describe the backbone.
+    """
     archs = model_config.architectures
     registry = host.registry("architectures")
+    st_type = model_config.st.model_type if model_config.st else None
+    overridden = "architectures" in model_config.hf_overrides
+    if st_type and not overridden and st_type in registry and not registry.get(st_type).meta.get("fallback"):
+        archs = [st_type, *archs]
     for arch in archs:
         if arch in registry and not registry.get(arch).meta.get("fallback"):
             return arch, as_pooling_model(registry.load(arch), arch)
@@ -32,13 +42,14 @@ def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[Poolin
 
 
 def build_model(model_cls: type[PoolingModel], model_config: Any, dtype: torch.dtype, device: torch.device,
-                kernels: str) -> PoolingModel:
+                kernels: str, tokenizer: Any = None) -> PoolingModel:
     """``model_cls`` built from the checkpoint's tensors, on ``device``, in eval mode."""
     state = load_state_dict(model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
     state.update(load_extra_weight_files(model_config.path, model_cls.extra_weight_files))
     if getattr(model_cls, "_legacy", False):  # the old contract reads the dict directly: all on the device
         state = {k: v.to(device) for k, v in state.items()}
-    init = ModelInit(model_config.hf_config, Weights(state, device), dtype, device, kernels)
+    init = ModelInit(model_config.hf_config, Weights(state, device), dtype, device, kernels,
+                     st=model_config.st, tokenizer=tokenizer)
     del state
     with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
         model = model_cls(init).eval()

@@ -85,14 +85,20 @@ def strip_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> d
 
 
 def load_extra_weight_files(model_dir: str | Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Tensors of the torch state-dict files ``names`` in ``model_dir``, keyed ``<file stem>.<key>``.
+    """Tensors of the files ``names`` in ``model_dir`` (torch state dicts, or ``.safetensors``), keyed
+    ``<file path without suffix, dots for slashes>.<key>``: ``sparse_linear.pt`` gives ``sparse_linear.weight``,
+    ``1_Dense/model.safetensors`` gives ``1_Dense.model.linear.weight``.
 
     A missing file is skipped: the model class then raises a ``KeyError`` naming the key it lacks.
     """
+    from safetensors.torch import load_file
+
     state: dict[str, torch.Tensor] = {}
     for name in names:
         path = Path(model_dir) / name
         if path.is_file():
-            part = torch.load(path, map_location="cpu", weights_only=True)
-            state.update({f"{path.stem}.{key}": value for key, value in part.items()})
+            part = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
+                                                                                    weights_only=True)
+            stem = Path(name).with_suffix("").as_posix().replace("/", ".")
+            state.update({f"{stem}.{key}": value for key, value in part.items()})
     return state

@@ -42,6 +42,7 @@ async def pooling(body: PoolingRequest, request: Request):
         raise APIError(400, "input is required (data is only for task 'plugin')", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
                            truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, tokens, pooled = await run_prompts(state, body.model, body.input, body.task, params, body.priority)
+    served, tokens, pooled = await run_prompts(state, body.model, body.input, body.task, params, body.priority,
+                                               prompt_name=body.prompt_name)
     data = [PoolingData(index=i, data=encode_vector(v, body.encoding_format)) for i, v in enumerate(pooled)]
     return PoolingResponse(model=served.name, data=data, usage=usage(tokens))
