@@ -8,6 +8,8 @@ weights, saved, and run by poolkit (packed, fp32) and by transformers (texts sor
 batches of 32, padded), alternating rounds. The corpus is tokenized with MiniLM's WordPiece
 tokenizer for every family (speed does not depend on which tokenizer made the ids). Also
 reported: the largest difference of last hidden states on a few texts (parity, not speed).
+The HF_ColBERT row is token_embed of a late-interaction checkpoint (BERT + projection to 96,
+normalized per token) against transformers' BertModel with the same projection in torch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,27 @@ FAMILIES = {  # name -> (transformers config class, model class, extra config)
                                                                 "local_attention": 128}),
     "Qwen3Model": ("Qwen3Config", "Qwen3Model", {"num_key_value_heads": 4, "head_dim": 32}),
     "LlamaModel": ("LlamaConfig", "LlamaModel", {"num_key_value_heads": 4}),
+    # late interaction: BERT + a bias-free projection to 96 per token, L2-normalized (answerai-colbert-small's
+    # shape, at MiniLM's depth); transformers side: BertModel, the same projection and normalize in torch
+    "HF_ColBERT": ("BertConfig", "BertModel", {}),
 }
+COLBERT_DIM = 96
+
+
+class ColBERTReference(torch.nn.Module):
+    """transformers' BertModel + the checkpoint's projection, normalized per token (the ColBERT row's peer)."""
+
+    def __init__(self, path: Path) -> None:
+        import transformers
+        from safetensors.torch import load_file
+
+        super().__init__()
+        self.bert = transformers.AutoModel.from_pretrained(path, attn_implementation="sdpa").eval()
+        self.proj = load_file(path / "model.safetensors")["linear.weight"]
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return torch.nn.functional.normalize(h @ self.proj.T, dim=-1)
 
 
 def build(name: str, dest: Path) -> Path:
@@ -49,6 +71,17 @@ def build(name: str, dest: Path) -> Path:
             p.normal_(0, 0.02)
     model.save_pretrained(dest, safe_serialization=True)
     testing.copy_wordpiece_tokenizer(dest)
+    if name == "HF_ColBERT":  # the HF_ColBERT layout: encoder under bert., the projection beside it
+        import json
+
+        from safetensors.torch import load_file, save_file
+
+        state = {f"bert.{k}": v for k, v in load_file(dest / "model.safetensors").items()}
+        state["linear.weight"] = torch.randn(COLBERT_DIM, SIZE["hidden_size"]) * 0.05
+        save_file(state, dest / "model.safetensors")
+        config = json.loads((dest / "config.json").read_text())
+        config.update(architectures=["HF_ColBERT"], dim=COLBERT_DIM)
+        (dest / "config.json").write_text(json.dumps(config))
     return dest
 
 
@@ -66,11 +99,15 @@ def transformers_embed(model, ids_list: list[list[int]], batch: int = 32) -> Non
 
 
 def parity(engine, model, ids_list: list[list[int]]) -> float:
+    """Largest difference of last hidden states (ColBERT: of the normalized token vectors) over ``ids_list``."""
     worst = 0.0
+    colbert = isinstance(model, ColBERTReference)
     with torch.inference_mode():
         for ids in ids_list:
-            want = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
-            got = engine.encode([ids], task="token_embed", pooling_params=_raw())[0].outputs.data
+            want = model(input_ids=torch.tensor([ids]))
+            want = want[0] if colbert else want.last_hidden_state[0]
+            params = None if colbert else _raw()
+            got = engine.encode([ids], task="token_embed", pooling_params=params)[0].outputs.data
             worst = max(worst, float((got - want).abs().max()))
     return worst
 
@@ -95,7 +132,8 @@ def run(texts: list[str], rounds: int = 2, families: list[str] | None = None) ->
         with tempfile.TemporaryDirectory() as tmp:
             path = build(name, Path(tmp))
             engine = Engine(str(path))
-            ref = transformers.AutoModel.from_pretrained(path, attn_implementation="sdpa").eval()
+            ref = (ColBERTReference(path) if name == "HF_ColBERT" else
+                   transformers.AutoModel.from_pretrained(path, attn_implementation="sdpa").eval())
             engine.encode(ids_list[:16], task="token_embed")
             transformers_embed(ref, ids_list[:16])
             times = {"poolkit": [], "transformers": []}

@@ -12,6 +12,9 @@ class PoolingParams(BaseModel):
     - ``normalize``: L2-normalize embeddings; overrides the pooler config for this request.
     - ``truncate_prompt_tokens``: keep at most this many tokens (special tokens included, cut from
       the end as Sentence Transformers does); ``-1`` means the model's limit.
+    - ``auto_truncate``: this request's answer to an input longer than ``max_model_len`` when it passes no
+      ``truncate_prompt_tokens``: truncate (True) or refuse with a 400 (False); None: the Engine's setting.
+      (TEI's ``truncate``, Cohere's ``truncate="NONE"``.)
     - ``task``: the pooling task; ``Engine.encode(task=...)`` sets it.
     - ``use_activation``: classify/score/token_classify apply softmax (>= 2 labels) or sigmoid
       (1 label) unless this is False, which returns raw logits.
@@ -22,5 +25,6 @@ class PoolingParams(BaseModel):
     dimensions: int | None = Field(default=None, gt=0)
     normalize: bool | None = None
     truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+    auto_truncate: bool | None = None
     task: str | None = None
     use_activation: bool | None = None

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from poolkit import Engine, PoolingParams, testing
+from poolkit.errors import InvalidRequestError
 from poolkit.model.convert import default_convert, served_tasks
 
 PAIRS = [("how do I bake bread", "Mix flour, water and yeast, then bake."),
@@ -64,14 +65,34 @@ def test_cross_encoder_score_matches_sentence_transformers(cross_dir):
     assert testing.max_abs_diff(got, torch.sigmoid(logits[:, 0])) <= 1e-5
 
 
+def test_cross_encoder_tokenizes_every_pair_as_sentence_transformers(cross_dir):
+    """Empty documents and queries and over-long pairs: the same ids and scores as CrossEncoder.predict."""
+    from sentence_transformers import CrossEncoder
+
+    pairs = [("a query", ""), ("", "a document"), ("long words " * 300, "and more " * 300), ("q", "d")]
+    reference = CrossEncoder(str(cross_dir), device="cpu")
+    want = torch.tensor(reference.predict(pairs, batch_size=2))
+    engine = Engine(str(cross_dir))
+    plan = engine.prepare_score([a for a, _ in pairs], [b for _, b in pairs], truncate_prompt_tokens=-1)
+    enc = reference.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True,
+                              max_length=engine.max_model_len)
+    assert [t.ids for t in plan.tokens] == enc["input_ids"]
+    assert plan.tokens[0].ids[-2:] == [102, 102]  # [CLS] q [SEP] [SEP]
+    got = torch.tensor([o.outputs.score for o in engine.score([a for a, _ in pairs], [b for _, b in pairs],
+                                                               truncate_prompt_tokens=-1)])
+    assert testing.max_abs_diff(got, want) <= 1e-5
+
+
 def test_score_shapes_and_errors(cross_dir):
     engine = Engine(str(cross_dir))
     one_to_n = engine.score("capital of France", ["Paris.", "Bread.", "Berlin."])
     n_to_n = engine.score(["capital of France"] * 3, ["Paris.", "Bread.", "Berlin."])
     assert [o.outputs.score for o in one_to_n] == pytest.approx([o.outputs.score for o in n_to_n], abs=1e-6)
     assert len(engine.score("a", "b")) == 1
-    for a, b in ((["a", "b"], ["c", "d", "e"]), (["a", "b"], []), ([], ["x"])):
-        with pytest.raises(ValueError, match="Input lengths must be either 1:1, 1:N or N:N"):
+    with pytest.raises(ValueError, match="Input lengths must be either 1:1, 1:N or N:N"):
+        engine.score(["a", "b"], ["c", "d", "e"])
+    for a, b, message in ((["a", "b"], [], "text_2 is empty"), ([], ["x"], "text_1 is empty")):
+        with pytest.raises(InvalidRequestError, match=message):
             engine.score(a, b)
 
 
@@ -84,7 +105,11 @@ def test_rerank(cross_dir):
     assert [r.index for r in ranked] == order
     assert [r.relevance_score for r in ranked] == pytest.approx([scores[i] for i in order])
     assert ranked[0].document == docs[order[0]]
-    assert engine.rerank("q", docs)[0].document is None and engine.rerank("q", []) == []
+    assert engine.rerank("q", docs)[0].document is None
+    with pytest.raises(InvalidRequestError, match="at least one document"):
+        engine.rerank("q", [])
+    with pytest.raises(InvalidRequestError, match="text_2 is empty"):
+        engine.score("q", [])
 
 
 def test_bi_encoder_score_is_cosine(tiny_bert_dir):

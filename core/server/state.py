@@ -16,6 +16,7 @@ class ServedModel:
     name: str
     engine: Any
     worker: Any
+    cache: dict[Any, Any] = field(default_factory=dict)  # per-model values computed once (the int8 bound)
 
 
 @dataclass

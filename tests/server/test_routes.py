@@ -86,6 +86,19 @@ def test_score_forms(server, engines):
     assert bad.status_code == 400 and bad.json()["message"] == "Input lengths must be either 1:1, 1:N or N:N"
 
 
+@pytest.mark.parametrize("model", ["reranker", "embedder"])
+def test_empty_score_and_rerank_inputs_are_400(server, model):
+    """vLLM answers an empty document list with a 400, not an empty 200 or a 1:N message."""
+    for fields, name in ((dict(text_1="q", text_2=[]), "text_2"), (dict(queries="q", documents=[]), "documents"),
+                         (dict(text_1=[], text_2=["d"]), "text_1")):
+        r = post(server, "/score", model=model, **fields)
+        assert r.status_code == 400 and r.json()["param"] == name and "is empty" in r.json()["message"], r.text
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        r = post(server, path, model=model, query="q", documents=[])
+        assert r.status_code == 400 and r.json()["param"] == "documents", r.text
+        assert "at least one document" in r.json()["message"]
+
+
 @pytest.mark.parametrize("path", ["/rerank", "/v1/rerank", "/v2/rerank"])
 def test_rerank_shapes(server, engines, path):
     docs = ["Paris is in France.", "Bread needs yeast.", {"text": "Berlin."}]
@@ -103,7 +116,9 @@ def test_rerank_shapes(server, engines, path):
 def test_tokenize_detokenize(server, engines):
     r = post(server, "/tokenize", model="embedder", prompt="hello world").json()
     assert r["tokens"] == engines["embedder"].tokenizer("hello world")["input_ids"] and r["count"] == len(r["tokens"])
-    assert r["max_model_len"] == 512
+    assert r["max_model_len"] == 512 and r["token_strs"] is None
+    strs = post(server, "/tokenize", model="embedder", prompt="hello world", return_token_strs=True).json()
+    assert strs["token_strs"] == ["[CLS]", "hello", "world", "[SEP]"] and strs["tokens"] == r["tokens"]
     d = post(server, "/detokenize", model="embedder", tokens=r["tokens"][1:-1]).json()
     assert d["prompt"] == "hello world"
     assert post(server, "/detokenize", model="embedder", tokens=[-1]).status_code == 400

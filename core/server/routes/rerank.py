@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Request
 
 from poolkit.params import PoolingParams
+from poolkit.server.errors import APIError
 from poolkit.server.protocol import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
 from poolkit.scoring import rerank_order
 from poolkit.server.routes.common import get_state
@@ -18,7 +19,7 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
     state = get_state(request)
     docs = [d if isinstance(d, str) else d.text for d in body.documents]
     if not docs:
-        return RerankResponse(model=state.model(body.model).name, usage=RerankUsage(total_tokens=0), results=[])
+        raise APIError(400, "documents is empty: at least one document is needed to rerank", "documents")
     params = PoolingParams(truncate_prompt_tokens=body.truncate_prompt_tokens)
     served, plan, scores = await run_score(state, body.model, [body.query], docs, params, body.priority)
     order = rerank_order(scores, body.top_n)

@@ -26,9 +26,14 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
     second = body.text_2 if body.text_2 is not None else body.documents
     if first is None or second is None:
         raise APIError(400, "Give text_1 and text_2 (or queries and documents)", "text_1")
+    name_1, name_2 = ("text_1", "text_2") if body.text_1 is not None else ("queries", "documents")
+    first, second = require_text_list(first, name_1), require_text_list(second, name_2)
+    for values, name in ((first, name_1), (second, name_2)):
+        if not values:
+            raise APIError(400, f"{name} is empty: at least one {'document' if name in ('text_2', 'documents') else 'query'} "
+                                f"is needed to score", name)
     params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, plan, scores = await run_score(get_state(request), body.model, require_text_list(first, "text_1"),
-                                           require_text_list(second, "text_2"), params, body.priority)
+    served, plan, scores = await run_score(get_state(request), body.model, first, second, params, body.priority)
     n = plan.num_tokens
     return ScoreResponse(model=served.name, data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
                          usage=Usage(prompt_tokens=n, total_tokens=n))

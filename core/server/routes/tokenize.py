@@ -15,7 +15,8 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     tok = served.engine.tokenizer
     ids = await served.worker.run_in_tokenizer(
         lambda: tok(body.prompt, add_special_tokens=body.add_special_tokens, verbose=False)["input_ids"])
-    return TokenizeResponse(count=len(ids), max_model_len=served.engine.max_model_len, tokens=ids)
+    strs = tok.convert_ids_to_tokens(ids) if body.return_token_strs else None
+    return TokenizeResponse(count=len(ids), max_model_len=served.engine.max_model_len, tokens=ids, token_strs=strs)
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)
