@@ -19,9 +19,11 @@ import torch
 from poolkit.batch import PackedBatch, make_batches
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
-from poolkit.inputs import InputProcessor, normalize_prompts
+from poolkit.inputs import ImagePrompt, InputProcessor, TokenizedPrompt, normalize_prompts, score_items
 from poolkit.kernels import bound_kernel_caches
+from poolkit.media import MediaPolicy, load_image, load_image_processor, preprocess_image
 from poolkit.model.convert import served_tasks
+from poolkit.model.interface import PoolingModel
 from poolkit.model.loading import build_model, release_freed_memory, resolve_architecture  # noqa: F401 (release_freed_memory: its old home)
 from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
@@ -71,6 +73,10 @@ class Engine:
         ``config.json``'s ``io_processor_plugin``, none if absent; ``""`` turns that one off.
     :param served_model_name: what error messages call the model (the server's name for it);
         default: ``model``.
+    :param allowed_media_domains: hosts whose ``http(s)://`` image URLs are fetched (vLLM's name); any
+        other remote URL is refused with a 400, never fetched.
+    :param allowed_local_media_path: the directory ``file://`` image URLs (and a server client's local
+        paths) may be read from; default: none. The Engine's own caller may pass any local path.
     """
 
     def __init__(self, model: str, runner: str = "auto", convert: str = "auto",
@@ -78,11 +84,13 @@ class Engine:
                  dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
                  max_batch_tokens: int = 2048, trust_remote_code: bool = False, revision: str | None = None,
                  kernels: str = "auto", io_processor_plugin: str | None = None,
-                 served_model_name: str | None = None, auto_truncate: bool | None = None) -> None:
+                 served_model_name: str | None = None, auto_truncate: bool | None = None,
+                 allowed_media_domains: list[str] | None = None, allowed_local_media_path: str | None = None) -> None:
         if runner not in ("auto", "pooling"):
             raise ValueError(f"runner={runner!r}: poolkit runs pooling models only; use 'auto' or 'pooling'")
         if max_batch_tokens < 1:
             raise ValueError("max_batch_tokens must be positive")
+        self.media_policy = MediaPolicy.of(allowed_media_domains, allowed_local_media_path)
         started = time.perf_counter()
         self.host = get_host()
         self.model_config = ModelConfig.load(model, revision=revision, hf_overrides=hf_overrides,
@@ -106,7 +114,10 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
         model_cls.prepare_config(hf, self.tokenizer)  # a family that needs the tokenizer to read its config
         bound_kernel_caches()  # before oneDNN's first use: memory stays flat over many batch shapes
-        self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels)
+        self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels, self.tokenizer)
+        self.image_processor = None  # a model with a vision tower reads images with the checkpoint's own processor
+        if self.accepts_images and (self.model_config.path / "preprocessor_config.json").is_file():
+            self.image_processor = load_image_processor(self.model_config.path)
 
         st = self.model_config.st
         self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
@@ -191,8 +202,10 @@ class Engine:
     def prepare(self, prompts: Any, task: str | None = None,
                 pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
                 truncate_prompt_tokens: int | None = None, prompt_name: str | None = None,
-                prompt: str | None = None) -> tuple[TaskAdapter, list[Any], list[PoolingParams]]:
+                prompt: str | None = None, role: str | None = None) -> tuple[TaskAdapter, list[Any], list[PoolingParams]]:
         """Validate and tokenize a request without running it (the server batches across requests).
+
+        ``role``: what the model's ``prepare_prompts`` is told these prompts are (default: the prompt name).
 
         :returns: the task adapter, one :class:`poolkit.inputs.TokenizedPrompt` per prompt, their params.
         """
@@ -204,17 +217,84 @@ class Engine:
             if p.task not in (None, task):
                 raise InvalidRequestError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
             _check(adapter, p)
-        tokens = self.input_processor(items, params, self.input_processor.resolve_prompt(prompt_name, prompt))
-        return adapter, tokens, params
+        instruction = self.input_processor.resolve_prompt(prompt_name, prompt)
+        if any(isinstance(p, ImagePrompt) for p in items):
+            tokens = self._tokenize_with_images(items, params, task, instruction)
+        else:
+            tokens = self.input_processor(items, params, instruction)
+        role = role or self.input_processor.prompt_role(prompt_name)
+        return adapter, self.model.prepare_prompts(tokens, role), params
 
     def run_batch(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[torch.Tensor]:
         """One forward pass over ``tokens`` as a single packed batch; one pooled tensor each, on CPU."""
+        if any(t.pixel_values is not None for t in tokens):
+            return self._run_with_images(adapter, tokens, params)
         batch = PackedBatch.from_token_lists(
             [t.ids for t in tokens],
             [t.token_types or [0] * len(t.ids) for t in tokens] if any(t.token_types for t in tokens) else None,
-            [t.skip for t in tokens], device=self.device)
+            [t.skip for t in tokens], device=self.device, attend=[t.attend for t in tokens],
+            keep=[t.keep for t in tokens])
         with torch.inference_mode():
             return [v.float().cpu() for v in adapter.pool(self.model(batch), batch, params)]
+
+    # --- images ------------------------------------------------------------------------------------
+
+    @property
+    def accepts_images(self) -> bool:
+        """Whether the model has a vision tower (it overrides :meth:`poolkit.PoolingModel.embed_images`)."""
+        return type(self.model).embed_images is not PoolingModel.embed_images
+
+    def _tokenize_with_images(self, items: list[Any], params: list[PoolingParams], task: str,
+                              instruction: str | None) -> list[TokenizedPrompt]:
+        """Texts through the input processor; each image loaded under the media policy, preprocessed by the
+        checkpoint's image processor, with ``model.image_tokens`` placeholder ids (vLLM's CLIP: id 0)."""
+        images = [i for i, p in enumerate(items) if isinstance(p, ImagePrompt)]
+        name = f"'{self.model_config.served_name}' ({self.architecture})"
+        if not self.accepts_images:
+            raise InvalidRequestError(f"Model {name} does not accept images (prompt {images[0]} is an image); "
+                                      f"it embeds text only", "input")
+        if self.image_processor is None:
+            raise InvalidRequestError(f"Model {name} has no image processor (preprocessor_config.json), so it "
+                                      f"cannot read images", "input")
+        if task != "embed":
+            raise InvalidRequestError(f"Images are embedded with the embed task; {task!r} takes text only", "task")
+        out: list[Any] = [None] * len(items)
+        texts = [i for i, p in enumerate(items) if not isinstance(p, ImagePrompt)]
+        if texts:
+            done = self.input_processor([items[i] for i in texts], [params[i] for i in texts], instruction)
+            for i, t in zip(texts, done):
+                out[i] = t
+        placeholders = [0] * max(1, self.model.image_tokens)  # what an image costs in batching and usage
+        for i in images:
+            image = load_image(items[i].image, self.media_policy, i, items[i].from_client)
+            out[i] = TokenizedPrompt(list(placeholders), pixel_values=preprocess_image(self.image_processor, image, i))
+        return out
+
+    def _run_with_images(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[torch.Tensor]:
+        """A batch holding images: its texts through :meth:`run_batch`, its images through ``model.embed_images``;
+        each image's embedding then goes through the task as a one-token sequence (normalize, dimensions)."""
+        images = [i for i, t in enumerate(tokens) if t.pixel_values is not None]
+        texts = sorted(set(range(len(tokens))) - set(images))
+        out: list[Any] = [None] * len(tokens)
+        if texts:
+            for i, v in zip(texts, self.run_batch(adapter, [tokens[i] for i in texts], [params[i] for i in texts])):
+                out[i] = v
+        pixels = torch.stack([tokens[i].pixel_values for i in images]).to(self.device)
+        one_token = PackedBatch.from_token_lists([[0]] * len(images), device=self.device)
+        with torch.inference_mode():
+            pooled = adapter.pool(self.model.embed_images(pixels).float(), one_token, [params[i] for i in images])
+        for i, v in zip(images, pooled):
+            out[i] = v.float().cpu()
+        return out
+
+    def _batches(self, tokens: list[Any]) -> list[list[int]]:
+        """:func:`make_batches` over the texts, and over the images apart (they run through another tower)."""
+        images = [i for i, t in enumerate(tokens) if t.pixel_values is not None]
+        if not images:
+            return make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
+        texts = sorted(set(range(len(tokens))) - set(images))
+        return [[group[j] for j in batch] for group in (texts, images)
+                for batch in make_batches([len(tokens[i].ids) for i in group], self.max_batch_tokens)]
 
     def _run(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
@@ -227,7 +307,7 @@ class Engine:
         token budget, in input order. ``on_batch(n)`` is called after each forward pass with its prompt count
         (a progress bar); the Engine's own methods, ``poolkit embed`` jobs and the IO processor runner use it."""
         results: list[torch.Tensor | None] = [None] * len(tokens)
-        batches = make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
+        batches = self._batches(tokens)
         if use_tqdm and len(batches) > 1:
             from tqdm.auto import tqdm
 
@@ -287,11 +367,14 @@ class Engine:
                       pooling_params: PoolingParams | None = None, *,
                       truncate_prompt_tokens: int | None = None) -> ScorePlan:
         """Validate and tokenize a score request; :meth:`ScorePlan.finish` turns pooled outputs into scores."""
-        first = [text_1] if isinstance(text_1, str) else list(text_1)
-        second = [text_2] if isinstance(text_2, str) else list(text_2)
-        if len(first) == 1 and len(second) >= 1:
+        first, second = score_items(text_1), score_items(text_2)  # texts, or image prompts for a bi-encoder
+        if not first or not second:
+            name = "text_1" if not first else "text_2"
+            raise InvalidRequestError(f"{name} is empty: at least one {'query' if not first else 'document'} is "
+                                      f"needed to score", name)
+        if len(first) == 1:
             first = first * len(second)
-        if len(first) != len(second) or not second:
+        if len(first) != len(second):
             raise InvalidRequestError("Input lengths must be either 1:1, 1:N or N:N")
         kind = self.score_type
         if kind == "cross-encoder":
@@ -306,11 +389,23 @@ class Engine:
             else:
                 tokens = self.input_processor.pairs(first, second, params)
             return ScorePlan(kind, adapter, tokens, params, first, second, [])
-        unique = list(dict.fromkeys(first + second))  # embed each distinct text once, normalized
         base = (pooling_params or PoolingParams()).model_copy(update={"normalize": True})
-        adapter, tokens, params = self.prepare(unique, "embed" if kind == "bi-encoder" else "token_embed", base,
-                                               truncate_prompt_tokens=truncate_prompt_tokens)
-        return ScorePlan(kind, adapter, tokens, params, first, second, unique)
+        if kind == "bi-encoder":  # embed each distinct text once, normalized
+            unique = list(dict.fromkeys(first + second))
+            adapter, tokens, params = self.prepare(unique, "embed", base, truncate_prompt_tokens=truncate_prompt_tokens)
+            return ScorePlan(kind, adapter, tokens, params, first, second, unique)
+        # late interaction: queries and documents may be encoded differently (PyLate): each distinct one once
+        queries, docs = list(dict.fromkeys(first)), list(dict.fromkeys(second))
+        prompts = self.model_config.st.prompts if self.model_config.st else {}
+        adapter, q_tokens, q_params = self.prepare(queries, "token_embed", base, role="query",
+                                                   prompt_name="query" if "query" in prompts else None,
+                                                   truncate_prompt_tokens=truncate_prompt_tokens)
+        _, d_tokens, d_params = self.prepare(docs, "token_embed", base, role="document",
+                                             prompt_name="document" if "document" in prompts else None,
+                                             truncate_prompt_tokens=truncate_prompt_tokens)
+        keys = [("query", t) for t in queries] + [("document", t) for t in docs]
+        return ScorePlan(kind, adapter, q_tokens + d_tokens, q_params + d_params,
+                         [("query", t) for t in first], [("document", t) for t in second], keys)
 
     def rerank(self, query: str, documents: list[str], top_n: int | None = None,
                return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:
@@ -318,7 +413,7 @@ class Engine:
         if not isinstance(query, str):
             raise InvalidInputTypeError(f"query must be a string, got {type(query).__name__}")
         if not documents:
-            return []
+            raise InvalidRequestError("documents is empty: at least one document is needed to rerank", "documents")
         scores = [o.outputs.score for o in self.score(query, list(documents), **kwargs)]
         order = rerank_order(scores, top_n)
         return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]

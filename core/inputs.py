@@ -1,12 +1,15 @@
 """The input processor: prompts in any accepted shape -> token ids, with prompts and truncation applied.
 
 Accepted prompts (vLLM's forms): a string, a list of strings, one list of token ids, a list of
-token-id lists, ``{"prompt_token_ids": [...]}`` or ``{"prompt": "..."}``, or a list mixing them.
+token-id lists, ``{"prompt_token_ids": [...]}`` or ``{"prompt": "..."}``, or a list mixing them; images
+as ``{"multi_modal_data": {"image": ...}}`` (:class:`ImagePrompt`, loaded by :mod:`poolkit.media`).
 Texts are tokenized in one call per truncation length; nothing else touches the tokenizer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,23 +20,66 @@ from poolkit.params import PoolingParams
 
 @dataclass
 class TokenizedPrompt:
-    """One request's tokens. ``skip`` leading tokens are the prompt, left out of pooling if configured."""
+    """One request's tokens. ``skip`` leading tokens are the prompt, left out of pooling if configured.
+
+    ``attend`` and ``keep`` are set by a model's ``prepare_prompts`` (see :class:`poolkit.batch.PackedBatch`):
+    the leading tokens attention may read (None: all), the positions ``token_embed`` returns (None: all).
+    """
 
     ids: list[int]
     token_types: list[int] | None = None
     skip: int = 0
+    attend: int | None = None
+    keep: list[int] | None = None
+    pixel_values: Any = None
+    """An image prompt's ``(3, H, W)`` pixels (its ``ids`` are then placeholders, one per vision token)."""
 
 
-def normalize_prompts(prompts: Any) -> list[str | list[int]]:
-    """Flatten the accepted prompt shapes into a list of texts and token-id lists."""
-    if isinstance(prompts, (str, dict)):
+@dataclass(eq=False)  # hashed by identity: score plans key their embeddings by prompt
+class ImagePrompt:
+    """An image to embed: a PIL image, ``bytes``, a path or a URL (``data:``, ``http(s)://``, ``file://``).
+
+    ``from_client``: it came from a server client, so a local path obeys ``allowed_local_media_path``.
+    """
+
+    image: Any
+    from_client: bool = False
+
+
+def image_prompt(prompt: dict, i: int) -> ImagePrompt:
+    """vLLM's ``{"multi_modal_data": {"image": X}}`` (a ``"prompt"`` beside it must be empty) as an ImagePrompt."""
+    data = prompt["multi_modal_data"]
+    if not isinstance(data, dict) or set(data) != {"image"}:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise InvalidInputTypeError(f"prompt {i}: multi_modal_data must be {{'image': ...}}, got {keys}")
+    if prompt.get("prompt") or prompt.get("prompt_token_ids"):
+        raise InvalidRequestError(f"prompt {i} has both text and an image; embed them as separate prompts", "input")
+    if isinstance(data["image"], (list, tuple)):
+        raise InvalidRequestError(f"prompt {i} has {len(data['image'])} images; give one image per prompt", "input")
+    return ImagePrompt(data["image"])
+
+
+def score_items(value: Any) -> list[Any]:
+    """One side of a score request as a list: texts as they are, image prompts as :class:`ImagePrompt`."""
+    items = [value] if isinstance(value, (str, dict, ImagePrompt)) else list(value)
+    return [image_prompt(v, i) if isinstance(v, dict) and "multi_modal_data" in v else v for i, v in enumerate(items)]
+
+
+def normalize_prompts(prompts: Any) -> list[str | list[int] | ImagePrompt]:
+    """Flatten the accepted prompt shapes into a list of texts, token-id lists and image prompts."""
+    if isinstance(prompts, (str, dict, ImagePrompt)):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)):
         raise InvalidInputTypeError(f"prompts must be a string, a list of strings or token ids, got {type(prompts).__name__}")
     if prompts and all(isinstance(t, int) and not isinstance(t, bool) for t in prompts):
         return [list(prompts)]  # one prompt given as token ids
-    out: list[str | list[int]] = []
+    out: list[str | list[int] | ImagePrompt] = []
     for i, p in enumerate(prompts):
+        if isinstance(p, dict) and "multi_modal_data" in p:
+            p = image_prompt(p, i)
+        if isinstance(p, ImagePrompt):
+            out.append(p)
+            continue
         if isinstance(p, dict):
             if "prompt_token_ids" in p:
                 p = p["prompt_token_ids"]
@@ -80,10 +126,17 @@ class InputProcessor:
             raise InvalidRequestError(f"Prompt name {name!r} is not in this model's prompts {sorted(prompts)}")
         return prompts[name]
 
+    def prompt_role(self, prompt_name: str | None) -> str | None:
+        """The prompt name a request runs under (``query``, ``document``...): given, else the model's default."""
+        if prompt_name is not None:
+            return prompt_name
+        return self.st.default_prompt_name if self.st else None
+
     def _truncation(self, params: PoolingParams) -> int | None:
         """The length this request's prompts are cut to, or None (then longer prompts are errors)."""
         k = params.truncate_prompt_tokens
-        if k is None and self.auto_truncate:
+        auto = self.auto_truncate if params.auto_truncate is None else params.auto_truncate
+        if k is None and auto:
             k = self.max_model_len
         if k == -1:
             k = self.max_model_len
@@ -92,45 +145,68 @@ class InputProcessor:
                                       f"max_model_len={self.max_model_len}", "truncate_prompt_tokens")
         return k
 
+    @contextmanager
+    def _truncating_from(self, side: str | None) -> Iterator[None]:
+        """The tokenizer truncating from ``side`` for one call: HF tokenizers read ``truncation_side`` off the
+        instance when called (calls are serialized already: the server's tokenizer lock)."""
+        before = getattr(self.tokenizer, "truncation_side", None)
+        if side is None or before is None or side == before:
+            yield
+            return
+        self.tokenizer.truncation_side = side
+        try:
+            yield
+        finally:
+            self.tokenizer.truncation_side = before
+
     def __call__(self, prompts: list[str | list[int]], params: list[PoolingParams],
                  instruction: str | None = None, add_special_tokens: bool = True) -> list[TokenizedPrompt]:
         out: list[TokenizedPrompt | None] = [None] * len(prompts)
-        groups: dict[int | None, list[int]] = {}
+        groups: dict[tuple[int | None, str | None], list[int]] = {}
         for i, (p, par) in enumerate(zip(prompts, params)):
             k = self._truncation(par)
             if isinstance(p, list):
-                ids = p[:k] if k is not None else p
+                ids = p if k is None else (p[max(len(p) - k, 0):] if par.truncation_side == "left" else p[:k])
                 bad = [t for t in ids if t < 0 or (self.vocab_size is not None and t >= self.vocab_size)]
                 if bad:
                     raise InvalidRequestError(f"Prompt {i} has token ids outside the vocabulary [0, {self.vocab_size}): {bad[:5]}")
                 out[i] = TokenizedPrompt(self._checked(ids, i))
             else:
-                groups.setdefault(k, []).append(i)
+                groups.setdefault((k, par.truncation_side), []).append(i)
         skip = 0
         if instruction and not self.include_prompt:
             skip = len(self.tokenizer(instruction)["input_ids"]) - 1  # as ST: the prompt without its last token
-        for k, idx in groups.items():
+        for (k, side), idx in groups.items():
             texts = [(instruction or "") + prompts[i] for i in idx]
             if self.st is not None and self.st.do_lower_case:
                 texts = [t.lower() for t in texts]
-            enc = self.tokenizer(texts, truncation=k is not None, max_length=k, return_attention_mask=False,
-                                 add_special_tokens=add_special_tokens, verbose=False)
+            with self._truncating_from(side):
+                enc = self.tokenizer(texts, truncation=k is not None, max_length=k, return_attention_mask=False,
+                                     add_special_tokens=add_special_tokens, verbose=False)
             types = enc.get("token_type_ids")
             for j, i in enumerate(idx):
                 out[i] = TokenizedPrompt(self._checked(enc["input_ids"][j], i), types[j] if types else None, skip)
         return out  # type: ignore[return-value]
 
     def pairs(self, first: list[str], second: list[str], params: list[PoolingParams]) -> list[TokenizedPrompt]:
-        """Cross-encoder inputs: each (first, second) tokenized as one pair, with token type ids."""
-        out: list[TokenizedPrompt] = []
+        """Cross-encoder inputs: the (first, second) pairs tokenized together in one call per truncation
+        length, with token type ids, as Sentence Transformers' ``CrossEncoder.predict`` does (a pair with an
+        empty document is ``[CLS] q [SEP] [SEP]`` that way; tokenizing it alone would drop the second part)."""
+        groups: dict[tuple[int | None, str | None], list[int]] = {}
         for i, (a, b, par) in enumerate(zip(first, second, params)):
             if not isinstance(a, str) or not isinstance(b, str):
                 raise InvalidInputTypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
-            k = self._truncation(par)
-            enc = self.tokenizer(a, b, truncation="longest_first" if k is not None else False, max_length=k,
-                                 return_attention_mask=False, verbose=False)
-            out.append(TokenizedPrompt(self._checked(enc["input_ids"], i), enc.get("token_type_ids")))
-        return out
+            groups.setdefault((self._truncation(par), par.truncation_side), []).append(i)
+        out: list[TokenizedPrompt | None] = [None] * len(first)
+        for (k, side), idx in groups.items():
+            with self._truncating_from(side):
+                enc = self.tokenizer([first[i] for i in idx], [second[i] for i in idx],
+                                     truncation="longest_first" if k is not None else False, max_length=k,
+                                     return_attention_mask=False, verbose=False)
+            types = enc.get("token_type_ids")
+            for j, i in enumerate(idx):
+                out[i] = TokenizedPrompt(self._checked(enc["input_ids"][j], i), types[j] if types else None)
+        return out  # type: ignore[return-value]
 
     def _checked(self, ids: list[int], i: int) -> list[int]:
         if len(ids) > self.max_model_len:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -15,6 +17,9 @@ class PoolingParams(BaseModel):
     - ``auto_truncate``: this request's answer to an input longer than ``max_model_len`` when it passes no
       ``truncate_prompt_tokens``: truncate (True) or refuse with a 400 (False); None: the Engine's setting.
       (TEI's ``truncate``, Cohere's ``truncate="NONE"``.)
+    - ``truncation_side``: the end truncation cuts, ``"right"`` or ``"left"`` (keeps the last tokens; special
+      tokens stay, as the tokenizer's ``truncation_side = "left"`` gives); None: the tokenizer's own side.
+      (vLLM's ``truncation_side``, TEI's ``truncation_direction``.)
     - ``task``: the pooling task; ``Engine.encode(task=...)`` sets it.
     - ``use_activation``: classify/score/token_classify apply softmax (>= 2 labels) or sigmoid
       (1 label) unless this is False, which returns raw logits.
@@ -26,5 +31,6 @@ class PoolingParams(BaseModel):
     normalize: bool | None = None
     truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
     auto_truncate: bool | None = None
+    truncation_side: Literal["left", "right"] | None = None
     task: str | None = None
     use_activation: bool | None = None

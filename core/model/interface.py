@@ -22,6 +22,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from poolkit.batch import PackedBatch
+    from poolkit.inputs import TokenizedPrompt
     from poolkit.model.weights import Weights
 
 
@@ -40,6 +41,12 @@ class ModelInit:
     kernels: str = "auto"
     """``auto`` (oneDNN prepacked linears on CPU when they pass a probe) or ``torch``; read by
     :meth:`linear`, which is how a model should use it."""
+    st: Any = None
+    """The checkpoint's Sentence Transformers config (:class:`poolkit.config.SentenceTransformersConfig`:
+    its modules, prompts and ``settings``), None when it has none."""
+    tokenizer: Any = None
+    """The tokenizer the Engine serves this model with (a family that needs token ids, e.g. PyLate's
+    prefix and skiplist tokens), None when built without one."""
 
     def linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str | None = None,
                keep_dtype: bool = False) -> nn.Module:
@@ -81,6 +88,9 @@ class PoolingModel(nn.Module):
     """Output labels of :meth:`classify` / :meth:`classify_tokens` (0: no classifier head)."""
     id2label: dict[int, str] = {}
     """Label names by index (from the config), for classify responses."""
+    image_tokens: int = 0
+    """Tokens one image counts for in batching and usage (its vision sequence length), for a model
+    with :meth:`embed_images`."""
 
     def __init__(self, init: ModelInit | None = None) -> None:
         super().__init__()
@@ -110,6 +120,16 @@ class PoolingModel(nn.Module):
         """``(N, C)`` float32: the last hidden state of each of the batch's ``N`` tokens."""
         raise NotImplementedError
 
+    def prepare_prompts(self, tokens: list[TokenizedPrompt], role: str | None) -> list[TokenizedPrompt]:
+        """Rewrite tokenized prompts for this model before batching (default: as they are).
+
+        ``role`` is the request's prompt name (``"query"``/``"document"``; ``score`` and ``rerank`` pass
+        ``"query"`` for the first texts and ``"document"`` for the others), None when none applies. PyLate's
+        ColBERT inserts its marker token here, pads queries with [MASK] and drops punctuation from
+        documents (``TokenizedPrompt.attend`` / ``.keep``).
+        """
+        return tokens
+
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """``(B, num_labels)`` logits from pooled ``(B, C)`` rows (classify and cross-encoder score)."""
         raise NotImplementedError(f"{type(self).__name__} has no sequence classifier")
@@ -126,6 +146,12 @@ class PoolingModel(nn.Module):
         """One prompt for a cross-encoder pair when the model has its own template (Qwen3-Reranker);
         None (default): the tokenizer's pair encoding."""
         return None
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` embeddings of ``B`` images, ``pixel_values`` ``(B, 3, H, W)`` from the checkpoint's image
+        processor; the embed task then normalizes them like texts. A model that overrides it accepts image
+        prompts (``{"multi_modal_data": {"image": ...}}``, CLIP, SigLIP); the default: text only."""
+        raise NotImplementedError(f"{type(self).__name__} does not accept images")
 
 
 # --- the old contract ------------------------------------------------------------------------------

@@ -47,9 +47,36 @@ class ListResponse(BaseModel):
 # --- /v1/embeddings ----------------------------------------------------------------------------
 
 
+class ImageURL(BaseModel):
+    url: str = Field(description="a data: URI (base64), or an http(s):// / file:// URL the server allows")
+
+
+class ContentPart(BaseModel):
+    """One part of a chat message's content (OpenAI's ``text`` and ``image_url`` parts)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str | list[ContentPart]
+
+
 class EmbeddingRequest(Request):
-    input: Input
+    input: Input | None = None
+    messages: list[ChatMessage] | None = Field(default=None, description="vLLM's chat form instead of input: one "
+                                               "embedding of the messages' one image or of their texts")
     encoding_format: Literal["float", "base64"] = "float"
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="vLLM's: the element type of base64 vectors")
+    endianness: Literal["native", "little", "big"] = Field(
+        default="native", description="vLLM's: the byte order of base64 vectors")
     dimensions: int | None = Field(default=None, gt=0)
     user: str | None = None
     normalize: bool | None = None
@@ -74,9 +101,15 @@ class PoolingRequest(Request):
     data: Any = None  # the plugin task's own input, parsed by its IO processor
     task: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="vLLM's: the element type of base64 vectors")
+    endianness: Literal["native", "little", "big"] = Field(
+        default="native", description="vLLM's: the byte order of base64 vectors")
     dimensions: int | None = Field(default=None, gt=0)
     normalize: bool | None = None
     use_activation: bool | None = None
+    prompt_name: str | None = Field(default=None, description="A prompt of the model's Sentence Transformers "
+                                    "config to prepend (PyLate ColBERT: 'query' or 'document')")
 
 
 class PoolingData(BaseModel):
@@ -174,12 +207,14 @@ class RerankResponse(BaseModel):
 class TokenizeRequest(Request):
     prompt: str
     add_special_tokens: bool = True
+    return_token_strs: bool = False  # vLLM's: also the token strings, as token_strs
 
 
 class TokenizeResponse(BaseModel):
     count: int
     max_model_len: int
     tokens: list[int]
+    token_strs: list[str] | None = None
 
 
 class DetokenizeRequest(Request):

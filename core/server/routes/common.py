@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import torch
 from fastapi import Request
 
 from poolkit.inputs import normalize_prompts
@@ -17,20 +18,29 @@ def get_state(request: Request) -> ServerState:
     return request.app.state.poolkit
 
 
-def encode_vector(tensor: Any, encoding_format: str) -> list[float] | str:
-    """A float list, or base64 of little-endian float32 bytes (what the OpenAI SDK decodes)."""
-    if encoding_format == "base64":
-        return base64.b64encode(tensor.numpy().astype("<f4").tobytes()).decode("ascii")
-    return tensor.tolist()
+def encode_vector(tensor: Any, encoding_format: str, embed_dtype: str = "float32",
+                  endianness: str = "native") -> list[float] | str:
+    """A float list, or base64 of the vector's bytes: float32 little-endian by default (what the OpenAI SDK
+    decodes); vLLM's ``embed_dtype`` (float16, bfloat16: the top 16 bits of float32) and ``endianness``."""
+    if encoding_format != "base64":
+        return tensor.tolist()
+    order = {"native": "=", "little": "<", "big": ">"}[endianness]
+    if embed_dtype == "bfloat16":
+        raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().astype(order + "i2")
+    else:
+        raw = tensor.numpy().astype(order + ("f2" if embed_dtype == "float16" else "f4"))
+    return base64.b64encode(raw.tobytes()).decode("ascii")
 
 
 async def run_prompts(state: ServerState, model: str | None, prompts: Any, task: str | None,
-                      params: Any, priority: int = 0, **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
-    """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts."""
+                      params: Any, priority: int = 0, direct: bool = True,
+                      **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
+    """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts. ``direct=False``
+    keeps the preparing off the engine loop's thread (images: decoding, fetching an allowed URL)."""
     served = state.model(model)
     state.check_batch_size(len(normalize_prompts(prompts)))
     (_, tokens, _), pooled = await served.worker.run(lambda: served.engine.prepare(prompts, task, params, **kwargs),
-                                                     priority=priority)
+                                                     direct=direct, priority=priority)
     return served, tokens, pooled
 
 

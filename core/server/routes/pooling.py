@@ -44,5 +44,6 @@ async def pooling(body: PoolingRequest, request: Request):
                            truncate_prompt_tokens=body.truncate_prompt_tokens)
     served, tokens, pooled = await run_prompts(state, body.model, body.input, body.task, params, body.priority,
                                                prompt_name=body.prompt_name)
-    data = [PoolingData(index=i, data=encode_vector(v, body.encoding_format)) for i, v in enumerate(pooled)]
+    data = [PoolingData(index=i, data=encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness))
+            for i, v in enumerate(pooled)]
     return PoolingResponse(model=served.name, data=data, usage=usage(tokens))
