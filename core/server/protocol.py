@@ -71,7 +71,9 @@ class ChatMessage(BaseModel):
 class EmbeddingRequest(Request):
     input: Input | None = None
     messages: list[ChatMessage] | None = Field(default=None, description="vLLM's chat form instead of input: one "
-                                               "embedding of the messages' one image or of their texts")
+                                               "embedding of the conversation (the chat template) or of its image")
+    add_generation_prompt: bool = False  # vLLM's chat-form defaults
+    continue_final_message: bool = False
     encoding_format: Literal["float", "base64"] = "float"
     embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="vLLM's: the element type of base64 vectors")
@@ -98,6 +100,9 @@ class EmbeddingResponse(ListResponse):
 
 class PoolingRequest(Request):
     input: Input | None = None
+    messages: list[ChatMessage] | None = Field(default=None, description="vLLM's chat form instead of input")
+    add_generation_prompt: bool = False
+    continue_final_message: bool = False
     data: Any = None  # the plugin task's own input, parsed by its IO processor
     task: str | None = None
     encoding_format: Literal["float", "base64"] = "float"

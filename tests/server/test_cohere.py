@@ -31,8 +31,16 @@ def prompted_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def live(prompted_dir):
-    engines = {"minilm": Engine(str(testing.minilm_path())), "prompted": Engine(str(prompted_dir))}
+def clip_dir(tmp_path_factory):
+    from tests.builtin_models.builders_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("cohere_clip"), seed=5)
+
+
+@pytest.fixture(scope="module")
+def live(prompted_dir, clip_dir):
+    engines = {"minilm": Engine(str(testing.minilm_path())), "prompted": Engine(str(prompted_dir)),
+               "clip": Engine(str(clip_dir))}
     server = LiveServer(create_app(lambda: engines))
     yield server, engines
     server.stop()
@@ -115,6 +123,26 @@ def test_output_dimension_and_truncate(live):
         got = httpx.post(url, json={"model": "minilm", "texts": [long], "truncate": truncate}).json()
         want = minilm.embed([kept])[0].outputs.data
         assert testing.max_abs_diff(np.array(got["embeddings"]["float"][0]), want) <= 1e-6, truncate
+
+
+def test_images_and_inputs(live):
+    from tests.builtin_models.builders_clip import data_uri, sample_images
+
+    engine = live[1]["clip"]
+    images = sample_images(2, seed=3)
+    uris = [data_uri(im) for im in images]
+    want = [o.outputs.data for o in engine.embed([{"multi_modal_data": {"image": im}} for im in images])]
+    resp = client(live).embed(model="clip", images=uris, input_type="image", embedding_types=["float", "ubinary"])
+    for got, w in zip(resp.embeddings.float_, want):
+        assert testing.max_abs_diff(np.array(got), w) <= 1e-6
+    assert resp.meta.billed_units.images == 2
+    mixed = client(live).embed(model="clip", input_type="search_document", embedding_types=["float"], inputs=[
+        {"content": [{"type": "text", "text": "a photo of a cat"}]},
+        {"content": [{"type": "image_url", "image_url": {"url": uris[1]}}]}]).embeddings.float_
+    assert testing.max_abs_diff(np.array(mixed[0]), engine.embed("a photo of a cat")[0].outputs.data) <= 1e-6
+    assert testing.max_abs_diff(np.array(mixed[1]), want[1]) <= 1e-6
+    remote = httpx.post(live[0].url + "/v2/embed", json={"model": "clip", "images": ["https://example.com/cat.png"]})
+    assert remote.status_code == 400 and "example.com" in remote.json()["message"]
 
 
 def test_bad_requests_are_400(live):

@@ -86,6 +86,26 @@ def test_score_forms(server, engines):
     assert bad.status_code == 400 and bad.json()["message"] == "Input lengths must be either 1:1, 1:N or N:N"
 
 
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/pooling"])
+def test_embed_dtype_and_endianness(server, engines, path):
+    """vLLM's compact base64: float16 / bfloat16 elements, little or big endian, decoded independently here."""
+    want = engines["embedder"].embed(["hello world"])[0].outputs.data.numpy()
+    for dtype, endianness in (("float32", "big"), ("float16", "little"), ("float16", "big"), ("bfloat16", "little"),
+                              ("bfloat16", "big"), ("float32", "native")):
+        body = post(server, path, model="embedder", input=["hello world"], encoding_format="base64",
+                    embed_dtype=dtype, endianness=endianness).json()
+        raw = base64.b64decode(body["data"][0]["embedding" if path == "/v1/embeddings" else "data"])
+        order = {"little": "<", "big": ">", "native": "="}[endianness]
+        if dtype == "bfloat16":  # the top 16 bits of a float32
+            got = (np.frombuffer(raw, dtype=order + "u2").astype(np.uint32) << 16).view(np.float32)
+            assert np.abs(got - want).max() <= np.abs(want).max() * 2**-8, (dtype, endianness)
+        else:
+            got = np.frombuffer(raw, dtype=order + ("f2" if dtype == "float16" else "f4"))
+            assert np.array_equal(got, want.astype(got.dtype)), (dtype, endianness)
+    bad = post(server, path, model="embedder", input="x", encoding_format="base64", embed_dtype="int4")
+    assert bad.status_code == 400
+
+
 @pytest.mark.parametrize("model", ["reranker", "embedder"])
 def test_empty_score_and_rerank_inputs_are_400(server, model):
     """vLLM answers an empty document list with a 400, not an empty 200 or a 1:N message."""

@@ -5,8 +5,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from poolkit.inputs import ImagePrompt
 from poolkit.params import PoolingParams
 from poolkit.server.errors import APIError
+from poolkit.server.messages import messages_prompt
 from poolkit.server.protocol import PoolingData, PoolingRequest, PoolingResponse
 from poolkit.server.routes.common import encode_vector, get_state, run_prompts, usage
 
@@ -38,11 +40,16 @@ async def pooling(body: PoolingRequest, request: Request):
     if body.task == "plugin":
         return await run_plugin(state, state.model(body.model), body.data if body.data is not None else body.input,
                                 body.priority)
-    if body.input is None:
-        raise APIError(400, "input is required (data is only for task 'plugin')", "input")
+    if (body.input is None) == (body.messages is None):
+        raise APIError(400, "Give either input or messages (data is only for task 'plugin')", "input")
+    prompts = body.input
+    if body.messages is not None:
+        engine = state.model(body.model).engine
+        prompts = [messages_prompt(body.messages, engine, body.add_generation_prompt, body.continue_final_message)]
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
                            truncate_prompt_tokens=body.truncate_prompt_tokens)
-    served, tokens, pooled = await run_prompts(state, body.model, body.input, body.task, params, body.priority,
+    served, tokens, pooled = await run_prompts(state, body.model, prompts, body.task, params, body.priority,
+                                               direct=body.messages is None or not isinstance(prompts[0], ImagePrompt),
                                                prompt_name=body.prompt_name)
     data = [PoolingData(index=i, data=encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness))
             for i, v in enumerate(pooled)]
