@@ -1,18 +1,30 @@
-"""``POST /rerank``, ``/v1/rerank``, ``/v2/rerank``: Jina / Cohere rerank shapes."""
+"""``POST /rerank``, ``/v1/rerank``, ``/v2/rerank``: Jina / Cohere rerank shapes; ``/rerank`` with TEI's
+``texts`` body instead of ``documents`` is TEI's rerank (routes/tei.py), answered in TEI's shape."""
 
-from fastapi import APIRouter, Request
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
 
 from poolkit.params import PoolingParams
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
 from poolkit.scoring import rerank_order
+from poolkit.server.protocol_tei import TEIRerankRequest
+from poolkit.server.routes import tei
 from poolkit.server.routes.common import get_state
 from poolkit.server.routes.score import run_score
 
 router = APIRouter(tags=["rerank"])
 
 
-@router.post("/rerank", response_model=RerankResponse)
+@router.post("/rerank", response_model=RerankResponse, summary="Rerank (Jina/Cohere documents, or TEI texts)",
+             openapi_extra=tei.body_schema(RerankRequest, TEIRerankRequest))
+async def rerank_or_tei(data: Annotated[dict[str, Any], Body()], request: Request) -> Any:
+    if "texts" in data and "documents" not in data:
+        return await tei.answer(tei.rerank, TEIRerankRequest, data, request)
+    return await rerank(tei.validate_body(RerankRequest, data), request)
+
+
 @router.post("/v1/rerank", response_model=RerankResponse)
 @router.post("/v2/rerank", response_model=RerankResponse)
 async def rerank(body: RerankRequest, request: Request) -> RerankResponse:

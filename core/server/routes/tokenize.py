@@ -1,15 +1,27 @@
-"""``POST /tokenize`` and ``POST /detokenize`` with the served model's tokenizer."""
+"""``POST /tokenize`` and ``POST /detokenize`` with the served model's tokenizer; ``/tokenize`` with TEI's
+``inputs`` body instead of ``prompt`` is TEI's tokenize (routes/tei.py), answered in TEI's shape."""
 
-from fastapi import APIRouter, Request
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
 
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from poolkit.server.protocol_tei import TEITokenizeRequest
+from poolkit.server.routes import tei
 from poolkit.server.routes.common import get_state
 
 router = APIRouter(tags=["tokenize"])
 
 
-@router.post("/tokenize", response_model=TokenizeResponse)
+@router.post("/tokenize", response_model=TokenizeResponse, summary="Tokenize (vLLM prompt, or TEI inputs)",
+             openapi_extra=tei.body_schema(TokenizeRequest, TEITokenizeRequest))
+async def tokenize_or_tei(data: Annotated[dict[str, Any], Body()], request: Request) -> Any:
+    if "inputs" in data and "prompt" not in data:
+        return await tei.answer(tei.tokenize, TEITokenizeRequest, data, request)
+    return await tokenize(tei.validate_body(TokenizeRequest, data), request)
+
+
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     served = get_state(request).model(body.model)
     tok = served.engine.tokenizer

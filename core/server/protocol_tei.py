@@ -1,0 +1,120 @@
+"""Request bodies of Hugging Face Text Embeddings Inference (TEI), field for field.
+
+Reference: text-embeddings-inference router/src/http/types.rs. Unknown fields are ignored, as
+serde does (``huggingface_hub`` sends ``encoding_format`` and ``parameters`` TEI never reads);
+``model`` is poolkit's own: which served model answers (TEI serves one; default: the first).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+Direction = Literal["left", "right", "Left", "Right"]  # TEI's TruncationDirection takes both spellings
+InputType = StrictStr | list[StrictInt]  # a text, or its token ids
+Inputs = InputType | list[InputType]  # one input or a batch; a list of ints is ONE input (its ids)
+
+
+class TEIRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(default=None, description="poolkit: the served model (default: the first)")
+    truncate: bool | None = Field(default=None, description="cut inputs longer than the model's limit "
+                                  "(false: such an input is an error); default: the server's auto-truncate")
+    truncation_direction: Direction = Field(default="right", description="Left keeps the last tokens")
+
+
+class TEIEmbedRequest(TEIRequest):
+    inputs: Inputs
+    prompt_name: str | None = None
+    normalize: bool = True
+    dimensions: int | None = Field(default=None, gt=0)
+
+
+class TEIEmbedSparseRequest(TEIRequest):
+    inputs: Inputs
+    prompt_name: str | None = None
+
+
+class TEIEmbedAllRequest(TEIRequest):
+    inputs: Inputs
+    prompt_name: str | None = None
+
+
+class TEIPredictRequest(TEIRequest):
+    inputs: StrictStr | list[StrictStr] | list[list[StrictStr]] = Field(
+        description="a text, a pair [text, text], or a batch of texts and pairs [[text], [text, text], ...]")
+    raw_scores: bool = False
+
+
+class TEIRerankRequest(TEIRequest):
+    query: StrictStr
+    texts: list[StrictStr]
+    raw_scores: bool = False
+    return_text: bool = False
+
+
+class SimilarityInput(BaseModel):
+    source_sentence: StrictStr
+    sentences: list[StrictStr]
+
+
+class SimilarityParameters(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    prompt_name: str | None = None
+
+
+class TEISimilarityRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    inputs: SimilarityInput
+    parameters: SimilarityParameters | None = None
+
+
+class TEITokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    inputs: StrictStr | list[StrictStr]
+    add_special_tokens: bool = True
+    prompt_name: str | None = None
+
+
+class TEIDecodeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    ids: list[StrictInt] | list[list[StrictInt]]
+    skip_special_tokens: bool = True
+
+
+# --- responses (for the OpenAPI schema; the routes answer plain JSON lists) ---------------------------
+
+
+class Prediction(BaseModel):
+    score: float
+    label: str
+
+
+class Rank(BaseModel):
+    index: int
+    text: str | None = Field(default=None, description="only with return_text")
+    score: float
+
+
+class SparseValue(BaseModel):
+    index: int
+    value: float
+
+
+class SimpleToken(BaseModel):
+    id: int
+    text: str
+    special: bool
+    start: int | None = Field(description="byte offset in the input (null for special tokens)")
+    stop: int | None
