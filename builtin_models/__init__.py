@@ -11,6 +11,8 @@ ARCHITECTURES = {
     "BertModel": ("bert", "BertForEmbedding"),
     "BertForSequenceClassification": ("bert", "BertForSequenceClassification"),
     "BertForTokenClassification": ("bert", "BertForTokenClassification"),
+    "BertForMaskedLM": ("splade", "BertForMaskedLM"),  # SPLADE when its SparseEncoder files say SpladePooling
+    "BertSpladeSparseEmbeddingModel": ("splade", "BertSpladeSparseEmbeddingModel"),  # vLLM's name (hf_overrides)
     "ModernBertModel": ("modernbert", "ModernBertForEmbedding"),
     "ModernBertForSequenceClassification": ("modernbert", "ModernBertForSequenceClassification"),
     "ModernBertForTokenClassification": ("modernbert", "ModernBertForTokenClassification"),
@@ -20,6 +22,8 @@ ARCHITECTURES = {
     "XLMRobertaForSequenceClassification": ("roberta", "RobertaForSequenceClassification"),
     "BgeM3EmbeddingModel": ("bge_m3", "BgeM3EmbeddingModel"),
     "HF_ColBERT": ("colbert", "HFColBERT"),
+    "ColBERTModernBertModel": ("colbert", "ColBERTModernBertModel"),
+    "ColBERT": ("colbert", "PyLateColBERT"),  # PyLate's Sentence Transformers model_type
     "LlamaModel": ("llama", "LlamaForEmbedding"),
     "Qwen2Model": ("llama", "Qwen2ForEmbedding"),
     "Qwen3Model": ("llama", "Qwen3ForEmbedding"),
@@ -31,6 +35,9 @@ ARCHITECTURES = {
     "Qwen3ForSequenceClassification": ("llama", "Qwen3ForSequenceClassification"),
     "Qwen2ForRewardModel": ("llama", "Qwen2ForRewardModel"),
     "Qwen2ForProcessRewardModel": ("llama", "Qwen2ForProcessRewardModel"),
+    "Gemma3TextModel": ("gemma3", "Gemma3TextEncoder"),  # EmbeddingGemma (bidirectional)
+    "CLIPModel": ("clip", "CLIPForEmbedding"),
+    "SiglipModel": ("siglip", "SiglipForEmbedding"),
 }
 
 

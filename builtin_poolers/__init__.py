@@ -13,6 +13,9 @@ def register_poolers(register):
     for name, cls in [("CLS", "CLSPool"), ("MEAN", "MeanPool"), ("MAX", "MaxPool"), ("LAST", "LastPool"),
                       ("ALL", "AllPool"), ("STEP", "StepPool")]:
         register(name, f"{_METHODS}:{cls}")
+    # SPLADE: a masked-LM head's vocabulary logits, pooled (selected by a SparseEncoder's SpladePooling)
+    register("SPLADE_MAX", "poolkit.builtin_poolers.splade:SpladeMaxPool")
+    register("SPLADE_SUM", "poolkit.builtin_poolers.splade:SpladeSumPool")
 
 
 @hookimpl

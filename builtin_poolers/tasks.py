@@ -45,10 +45,13 @@ class EmbedTask(TaskAdapter):
         if "embed" not in self.method.supported_tasks:
             raise ValueError(f"Pooling type {cfg.pooling_type!r} does not support embed "
                              f"(it supports {sorted(self.method.supported_tasks)})")
+        self.method = self.method.for_model(ctx.model)  # a method pooling the model's own head (SPLADE)
         st = ctx.model_config.st
         self.dense = DenseStack(st.dense if st else [])
         self.width = _output_width(ctx, st.dense if st else [])
-        self.default_dims, self.default_normalize = cfg.dimensions, cfg.normalize is not False
+        # the pooler config's normalize, else the method's default (SPLADE: off); a request's normalize wins
+        self.default_dims = cfg.dimensions
+        self.default_normalize = self.method.default_normalize if cfg.normalize is None else cfg.normalize
         self.check(PoolingParams(dimensions=cfg.dimensions))  # a configured default obeys the same rules
 
     def check(self, params: PoolingParams) -> None:

@@ -107,6 +107,12 @@ class SentenceTransformersConfig:
     do_lower_case: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    model_type: str | None = None
+    """``config_sentence_transformers.json``'s ``model_type``: ``SentenceTransformer``, or another library's
+    model class saved in this format (PyLate's ``ColBERT``, ``SparseEncoder``); an architecture
+    registered under that name serves the checkpoint (``poolkit.model.loading.resolve_architecture``)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The whole ``config_sentence_transformers.json`` (PyLate keeps its query/document settings there)."""
 
     @classmethod
     def read(cls, model_dir: Path) -> SentenceTransformersConfig | None:
@@ -126,7 +132,9 @@ class SentenceTransformersConfig:
                                            dense.get("activation_function", "torch.nn.modules.linear.Identity")))
             elif kind == "Normalize":
                 pooler["normalize"] = True
-            elif kind != "Transformer":
+            elif kind == "SpladePooling":  # a SparseEncoder: SPLADE vectors from the MLM logits, not normalized
+                pooler.update(_read_splade_pooling(path / "config.json"))
+            elif kind not in ("Transformer", "MLMTransformer"):  # MLMTransformer: older SparseEncoder saves
                 raise ValueError(f"Sentence Transformers module {module['type']!r} in {modules_file} is not supported")
         st.pooler = PoolerConfig(**pooler)
         bert_cfg = model_dir / "sentence_bert_config.json"
@@ -144,6 +152,8 @@ class SentenceTransformersConfig:
             data = json.loads(st_cfg.read_text())
             st.prompts = data.get("prompts") or {}
             st.default_prompt_name = data.get("default_prompt_name")
+            st.model_type = data.get("model_type")
+            st.settings = data
         return st
 
 
@@ -162,6 +172,22 @@ def _read_st_pooling(path: Path) -> dict[str, Any]:
     return out
 
 
+SPLADE_STRATEGIES = {"max": "SPLADE_MAX", "sum": "SPLADE_SUM"}
+"""A ``SpladePooling`` module's ``pooling_strategy`` -> the pooling method serving it (``builtin_poolers/splade.py``)."""
+
+
+def _read_splade_pooling(path: Path) -> dict[str, Any]:
+    """A ``SpladePooling`` module's config: its ``pooling_strategy`` selects SPLADE_MAX or SPLADE_SUM."""
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    strategy, act = cfg.get("pooling_strategy", "max"), cfg.get("activation_function", "relu")
+    if strategy not in SPLADE_STRATEGIES:
+        raise ValueError(f"{path}: SpladePooling pooling_strategy {strategy!r} is not supported; "
+                         f"supported: {sorted(SPLADE_STRATEGIES)}")
+    if act != "relu":
+        raise ValueError(f"{path}: SpladePooling activation_function {act!r} is not supported; supported: ['relu']")
+    return {"pooling_type": SPLADE_STRATEGIES[strategy], "normalize": False}
+
+
 @dataclass
 class ModelConfig:
     """A resolved model directory: its HF config (after ``hf_overrides``) and ST config."""
@@ -171,6 +197,7 @@ class ModelConfig:
     hf_config: Any
     st: SentenceTransformersConfig | None
     served_name: str = ""  # what messages call the model (``served_model_name``); ``name`` when empty
+    hf_overrides: dict[str, Any] = field(default_factory=dict)  # what the user merged into config.json
 
     def __post_init__(self) -> None:
         self.served_name = self.served_name or str(self.name)
@@ -183,7 +210,8 @@ class ModelConfig:
         path = resolve_model_dir(model, revision=revision)
         raw = json.loads((path / "config.json").read_text())
         raw.update(hf_overrides or {})
-        return cls(model, path, _hf_config(path, raw, trust_remote_code), SentenceTransformersConfig.read(path))
+        return cls(model, path, _hf_config(path, raw, trust_remote_code), SentenceTransformersConfig.read(path),
+                   hf_overrides=dict(hf_overrides or {}))
 
     @property
     def architectures(self) -> list[str]:

@@ -120,7 +120,7 @@ class Engine:
             self.image_processor = load_image_processor(self.model_config.path)
 
         st = self.model_config.st
-        self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling, normalize=True)
+        self.pooler_config = (PoolerConfig(pooling_type=self.model.default_pooling)  # normalize: the method's default
                               .merged(st.pooler if st else None).merged(pooler_config))
         # a family may know better than the config (RoBERTa's positions start after padding_idx)
         limit = self.model.max_model_len or getattr(hf, "max_position_embeddings", None) or 10**9

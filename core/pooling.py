@@ -11,7 +11,7 @@ This module imports no torch at import time beyond type names, so ``poolkit plug
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +39,17 @@ class PoolingMethod:
     """Sentence Transformers pooling modes it implements: ``pooling_mode_<mode>_tokens`` flags or the
     ST >= 5 ``pooling_mode`` string (e.g. ``("mean_sqrt_len",)``), so such checkpoints select it."""
 
+    default_normalize: ClassVar[bool] = True
+    """Whether ``embed`` L2-normalizes this method's vectors when neither the pooler config nor the request
+    says (SPLADE: False, as Sentence Transformers' SparseEncoder)."""
+
     def __init__(self, config: PoolerConfig | None = None) -> None:
         self.config = config
+
+    def for_model(self, model: Any) -> PoolingMethod:
+        """Called once with the served model when a task adapter takes this method; returns the method to use
+        (default: itself). A method that pools a model's own head binds it here (SPLADE: the MLM logits)."""
+        return self
 
     def __call__(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor | list[torch.Tensor]:
         """``(B, C)`` for sequence methods, a list of ``(L_i, C)`` for token methods; ``hidden`` is ``(N, C)`` fp32."""

@@ -4,7 +4,8 @@ They register exactly as a third-party one does: a name and a lazy ``"module:Cla
 listing plugins imports none of them. The interface is :mod:`poolkit.io_plugins.interface`; the
 engine side (selection, batching, per-request failures) is :mod:`poolkit.io_plugins.runner`.
 
-- ``sparse-lexical``: BGE-M3 sparse weights as ``{token: weight}`` (task ``token_classify``).
+- ``sparse-lexical``: sparse weights as ``{token: weight}``: BGE-M3's (task ``token_classify``) or a
+  SPLADE model's vocabulary vector (task ``embed``).
 - ``long-text``: texts longer than the model's limit, embedded by chunks (task ``embed``).
 - ``multi-vector-matryoshka``: one normalized vector per Matryoshka size (task ``embed``); the
   processor to copy.

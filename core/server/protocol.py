@@ -16,6 +16,8 @@ class Request(BaseModel):
 
     model: str | None = None
     truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+    truncation_side: Literal["left", "right"] | None = Field(
+        default=None, description="vLLM's: which end truncation cuts ('left' keeps the last tokens)")
     priority: int = Field(default=0, description="Scheduling priority (vLLM's): lower is served first; "
                                                  "requests of equal priority share forward passes fairly")
 

@@ -86,6 +86,17 @@ def test_score_forms(server, engines):
     assert bad.status_code == 400 and bad.json()["message"] == "Input lengths must be either 1:1, 1:N or N:N"
 
 
+def test_truncation_side_left_keeps_the_last_tokens(server, engines):
+    text = "one two three four five six seven eight nine ten eleven twelve"
+    ids = engines["embedder"].tokenizer(text)["input_ids"]
+    for side, kept in (("left", ids[:1] + ids[-7:]), ("right", ids[:7] + ids[-1:]), (None, ids[:7] + ids[-1:])):
+        r = post(server, "/v1/embeddings", model="embedder", input=text, truncate_prompt_tokens=8,
+                 truncation_side=side).json()
+        want = engines["embedder"].embed([kept])[0].outputs.data
+        assert testing.max_abs_diff(torch.tensor(r["data"][0]["embedding"]), want) <= 1e-6, side
+        assert r["usage"]["prompt_tokens"] == 8
+
+
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/pooling"])
 def test_embed_dtype_and_endianness(server, engines, path):
     """vLLM's compact base64: float16 / bfloat16 elements, little or big endian, decoded independently here."""

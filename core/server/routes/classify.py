@@ -11,7 +11,8 @@ router = APIRouter(tags=["classify"])
 
 @router.post("/classify", response_model=ClassificationResponse)
 async def classify(body: ClassificationRequest, request: Request) -> ClassificationResponse:
-    params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens)
+    params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens,
+                           truncation_side=body.truncation_side)
     served, tokens, pooled = await run_prompts(get_state(request), body.model, body.input, "classify", params,
                                                body.priority)
     labels = served.engine.id2label

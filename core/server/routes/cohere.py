@@ -110,8 +110,8 @@ def _params(body: EmbedRequest, engine: Any) -> PoolingParams:
     if body.truncate == "NONE":
         return PoolingParams(dimensions=body.output_dimension, truncate_prompt_tokens=body.max_tokens,
                              auto_truncate=False)
-    side = {"truncation_side": "left"} if body.truncate == "START" else {}
-    return PoolingParams(dimensions=body.output_dimension, truncate_prompt_tokens=limit, **side)
+    return PoolingParams(dimensions=body.output_dimension, truncate_prompt_tokens=limit,
+                         truncation_side="left" if body.truncate == "START" else "right")
 
 
 async def _bound(state: Any, served: Any, params: PoolingParams) -> float:

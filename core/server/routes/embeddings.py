@@ -18,7 +18,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
     if (body.input is None) == (body.messages is None):
         raise APIError(400, "Give either input or messages", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize,
-                           truncate_prompt_tokens=body.truncate_prompt_tokens)
+                           truncate_prompt_tokens=body.truncate_prompt_tokens,
+                           truncation_side=body.truncation_side)
     served = get_state(request).model(body.model)
     prompts = body.input if body.messages is None else [
         messages_prompt(body.messages, served.engine, body.add_generation_prompt, body.continue_final_message)]

@@ -47,7 +47,8 @@ async def pooling(body: PoolingRequest, request: Request):
         engine = state.model(body.model).engine
         prompts = [messages_prompt(body.messages, engine, body.add_generation_prompt, body.continue_final_message)]
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
-                           truncate_prompt_tokens=body.truncate_prompt_tokens)
+                           truncate_prompt_tokens=body.truncate_prompt_tokens,
+                           truncation_side=body.truncation_side)
     served, tokens, pooled = await run_prompts(state, body.model, prompts, body.task, params, body.priority,
                                                direct=body.messages is None or not isinstance(prompts[0], ImagePrompt),
                                                prompt_name=body.prompt_name)

@@ -32,7 +32,8 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         if not values:
             raise APIError(400, f"{name} is empty: at least one {'document' if name in ('text_2', 'documents') else 'query'} "
                                 f"is needed to score", name)
-    params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens)
+    params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens,
+                           truncation_side=body.truncation_side)
     served, plan, scores = await run_score(get_state(request), body.model, first, second, params, body.priority)
     n = plan.num_tokens
     return ScoreResponse(model=served.name, data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
