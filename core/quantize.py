@@ -53,19 +53,20 @@ def int8_bound(calibration: np.ndarray) -> float:
     return bound if bound > 0 else 1.0
 
 
-def quantize(vectors: np.ndarray, kind: str, bound: float | None = None) -> list[Any]:
-    """``vectors`` (``(n, d)`` float32) as ``kind``: one list (or base64 string) per vector."""
+def quantize(vectors: np.ndarray, kind: str, bound: float | None = None) -> np.ndarray | list[str]:
+    """``vectors`` (``(n, d)`` float32) as ``kind``: an ``(n, d')`` array (float32, int8 or uint8 values; binary
+    types ``d' = ceil(d / 8)``), or for ``base64`` one string per vector."""
     x = np.asarray(vectors, dtype=np.float32)
     if kind == "float":
-        return x.tolist()
+        return x
     if kind == "base64":
         return [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in x]
     if kind in ("binary", "ubinary"):
         packed = np.packbits(x > 0, axis=-1)
-        return (packed.astype(np.int16) - 128).tolist() if kind == "binary" else packed.tolist()
+        return (packed.astype(np.int16) - 128).astype(np.int8) if kind == "binary" else packed
     if kind in ("int8", "uint8"):
         if bound is None:
             raise ValueError(f"{kind} needs the model's fixed bound (int8_bound)")
         q = np.clip(np.rint(x * (127.0 / bound)), -127, 127).astype(np.int16)
-        return q.tolist() if kind == "int8" else (q + 128).tolist()
+        return q.astype(np.int8) if kind == "int8" else (q + 128).astype(np.uint8)
     raise ValueError(f"unknown embedding type {kind!r}; choose from {list(EMBEDDING_TYPES)}")

@@ -19,7 +19,7 @@ from poolkit.params import PoolingParams
 from poolkit.quantize import CALIBRATION_TEXTS, EMBEDDING_TYPES, int8_bound, quantize
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import new_id
-from poolkit.server.routes.common import get_state, run_prompts
+from poolkit.server.routes.common import get_state, json_response, run_prompts
 
 router = APIRouter(tags=["cohere"])
 
@@ -125,7 +125,7 @@ async def _bound(state: Any, served: Any, params: PoolingParams) -> float:
 
 
 @router.post("/v2/embed")
-async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+async def embed(body: EmbedRequest, request: Request):
     state = get_state(request)
     served = state.model(body.model)
     kinds = list(dict.fromkeys(body.embedding_types or ["float"]))
@@ -147,4 +147,4 @@ async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
                            "meta": {"api_version": {"version": "2"}, "billed_units": billed}}
     if field == "texts":
         out["texts"] = list(body.texts)
-    return out
+    return json_response(out)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import orjson
 import torch
-from fastapi import Request
+from fastapi import Request, Response
 
 from poolkit.inputs import normalize_prompts
 from poolkit.server.errors import APIError
@@ -18,12 +19,20 @@ def get_state(request: Request) -> ServerState:
     return request.app.state.poolkit
 
 
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``body`` as JSON through orjson: numpy arrays written directly (each float32 as its shortest repr,
+    which parses back to the same float32), several times faster than the stdlib ``json`` on vectors."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
+                    headers=headers, media_type="application/json")
+
+
 def encode_vector(tensor: Any, encoding_format: str, embed_dtype: str = "float32",
-                  endianness: str = "native") -> list[float] | str:
-    """A float list, or base64 of the vector's bytes: float32 little-endian by default (what the OpenAI SDK
-    decodes); vLLM's ``embed_dtype`` (float16, bfloat16: the top 16 bits of float32) and ``endianness``."""
+                  endianness: str = "native") -> Any:
+    """A float32 numpy array (for :func:`json_response`), or base64 of the vector's bytes: float32
+    little-endian by default (what the OpenAI SDK decodes); vLLM's ``embed_dtype`` (float16, bfloat16:
+    the top 16 bits of float32) and ``endianness``."""
     if encoding_format != "base64":
-        return tensor.tolist()
+        return tensor.float().numpy()
     order = {"native": "=", "little": "<", "big": ">"}[endianness]
     if embed_dtype == "bfloat16":
         raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().astype(order + "i2")

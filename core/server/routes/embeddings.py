@@ -7,14 +7,14 @@ from poolkit.inputs import ImagePrompt
 from poolkit.params import PoolingParams
 from poolkit.server.errors import APIError
 from poolkit.server.messages import messages_prompt
-from poolkit.server.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse
-from poolkit.server.routes.common import encode_vector, get_state, run_prompts, usage
+from poolkit.server.protocol import EmbeddingRequest, EmbeddingResponse
+from poolkit.server.routes.common import encode_vector, get_state, json_response, run_prompts, usage
 
 router = APIRouter(tags=["embeddings"])
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)
-async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+async def create_embeddings(body: EmbeddingRequest, request: Request):
     if (body.input is None) == (body.messages is None):
         raise APIError(400, "Give either input or messages", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize,
@@ -26,6 +26,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
     image = body.messages is not None and isinstance(prompts[0], ImagePrompt)  # decoded off the engine loop
     served, tokens, pooled = await run_prompts(get_state(request), body.model, prompts, "embed", params,
                                                body.priority, direct=not image)
-    data = [EmbeddingData(index=i, embedding=encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness))
-            for i, v in enumerate(pooled)]
-    return EmbeddingResponse(model=served.name, data=data, usage=usage(tokens))
+    out = EmbeddingResponse(model=served.name, data=[], usage=usage(tokens)).model_dump()
+    out["data"] = [{"index": i, "object": "embedding",
+                    "embedding": encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness)}
+                   for i, v in enumerate(pooled)]
+    return json_response(out)  # EmbeddingResponse's shape, vectors written by orjson

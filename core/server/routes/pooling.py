@@ -9,8 +9,8 @@ from poolkit.inputs import ImagePrompt
 from poolkit.params import PoolingParams
 from poolkit.server.errors import APIError
 from poolkit.server.messages import messages_prompt
-from poolkit.server.protocol import PoolingData, PoolingRequest, PoolingResponse
-from poolkit.server.routes.common import encode_vector, get_state, run_prompts, usage
+from poolkit.server.protocol import PoolingRequest, PoolingResponse
+from poolkit.server.routes.common import encode_vector, get_state, json_response, run_prompts, usage
 
 router = APIRouter(tags=["pooling"])
 
@@ -52,6 +52,8 @@ async def pooling(body: PoolingRequest, request: Request):
     served, tokens, pooled = await run_prompts(state, body.model, prompts, body.task, params, body.priority,
                                                direct=body.messages is None or not isinstance(prompts[0], ImagePrompt),
                                                prompt_name=body.prompt_name)
-    data = [PoolingData(index=i, data=encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness))
-            for i, v in enumerate(pooled)]
-    return PoolingResponse(model=served.name, data=data, usage=usage(tokens))
+    out = PoolingResponse(model=served.name, data=[], usage=usage(tokens)).model_dump()
+    out["data"] = [{"index": i, "object": "pooling",
+                    "data": encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness)}
+                   for i, v in enumerate(pooled)]
+    return json_response(out)  # PoolingResponse's shape, vectors written by orjson

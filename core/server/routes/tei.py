@@ -30,7 +30,7 @@ from poolkit.server.protocol_tei import (Prediction, SimilarityParameters, Spars
                                          TEIEmbedAllRequest, TEIEmbedRequest, TEIEmbedSparseRequest,
                                          TEIPredictRequest, TEIRerankRequest, TEISimilarityRequest,
                                          TEITokenizeRequest)
-from poolkit.server.routes.common import get_state, run_prompts
+from poolkit.server.routes.common import get_state, json_response, run_prompts
 from poolkit.server.routes.score import run_score
 
 logger = logging.getLogger("poolkit.server")
@@ -227,7 +227,7 @@ async def embed(body: TEIEmbedRequest, request: Request) -> Response:
     params = PoolingParams(normalize=body.normalize, dimensions=body.dimensions, **truncation(body))
     _, _, pooled = await run_prompts(state, body.model, prompts(state, body.inputs), "embed", params,
                                      prompt_name=body.prompt_name)
-    return JSONResponse([v.tolist() for v in pooled])
+    return json_response([v.numpy() for v in pooled])
 
 
 @router.post("/embed_sparse", response_model=list[list[SparseValue]])
@@ -242,7 +242,7 @@ async def embed_sparse(body: TEIEmbedSparseRequest, request: Request) -> Respons
     for v in pooled:
         nz = v.nonzero().flatten()
         out.append([{"index": i, "value": x} for i, x in zip(nz.tolist(), v[nz].tolist())])
-    return JSONResponse(out)
+    return json_response(out)
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]])
@@ -252,7 +252,7 @@ async def embed_all(body: TEIEmbedAllRequest, request: Request) -> Response:
     params = PoolingParams(normalize=False, **truncation(body))
     _, _, pooled = await run_prompts(state, body.model, prompts(state, body.inputs), "token_embed", params,
                                      prompt_name=body.prompt_name)
-    return JSONResponse([v.tolist() for v in pooled])
+    return json_response([v.numpy() for v in pooled])
 
 
 @router.post("/predict", response_model=list[Prediction] | list[list[Prediction]])
