@@ -16,6 +16,9 @@ from typing import Any
 from poolkit.config import SentenceTransformersConfig
 from poolkit.errors import InputTooLongError, InvalidInputTypeError, InvalidRequestError
 from poolkit.params import PoolingParams
+from poolkit.truncation import truncation_prefix
+
+LONG_TEXT_CHARS = 16  # characters per kept token beyond which a text to truncate is tokenized as a prefix
 
 
 @dataclass
@@ -180,6 +183,9 @@ class InputProcessor:
             texts = [(instruction or "") + prompts[i] for i in idx]
             if self.st is not None and self.st.do_lower_case:
                 texts = [t.lower() for t in texts]
+            if k is not None and side != "left":  # a long text is cut to a prefix with the same first k tokens
+                texts = [truncation_prefix(self.tokenizer, t, k, add_special_tokens)
+                         if len(t) > LONG_TEXT_CHARS * k else t for t in texts]
             with self._truncating_from(side):
                 enc = self.tokenizer(texts, truncation=k is not None, max_length=k, return_attention_mask=False,
                                      add_special_tokens=add_special_tokens, verbose=False)
