@@ -7,6 +7,8 @@ longest sequence of a run of similar lengths. One function serves every family's
 - causal (Llama, Qwen2, Qwen3): ``is_causal`` on chunks without padding, else padding & lower triangle;
 - local window (ModernBERT's local layers): query ``i`` sees key ``j`` iff ``|i - j| <= window``.
 
+Grouped-query attention (``num_kv_heads``, Gemma3) takes the kv heads as they are projected.
+
 Masks are built once per plan and kind, and every layer of the forward pass reuses them.
 """
 
@@ -16,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa: grouped kv heads
 
 
 def attention_chunks(lengths: list[int], max_waste: float = 0.15) -> list[tuple[int, int]]:
@@ -97,26 +101,42 @@ class AttentionPlan:
 
 
 def packed_attention(qkv: torch.Tensor, plan: AttentionPlan, num_heads: int, causal: bool = False,
-                     window: int | None = None) -> torch.Tensor:
+                     window: int | None = None, num_kv_heads: int | None = None) -> torch.Tensor:
     """Full, causal or local-window (``window``) attention over packed sequences.
 
-    :param qkv: ``(N, 3*C)``: the fused q, k, v projections of ``N`` tokens laid end to end.
+    :param qkv: ``(N, 3*C)``: the fused q, k, v projections of ``N`` tokens laid end to end; with
+        ``num_kv_heads`` (grouped-query attention) ``(N, (H + 2*Hkv) * D)``, where q head ``j`` reads
+        kv head ``j // (H / Hkv)`` (transformers' ``repeat_kv``): the kv heads are gathered once, not H / Hkv times.
     :returns: ``(N, C)``. Padded keys are masked; padded queries are computed and dropped.
     """
-    N, C3 = qkv.shape
-    C = C3 // 3
-    D = C // num_heads
+    H = num_heads
+    Hkv = num_kv_heads or H
+    if H % Hkv:
+        raise ValueError(f"num_heads={H} is not a multiple of num_kv_heads={Hkv}")
+    N = qkv.shape[0]
+    C = H * (qkv.shape[1] // (H + 2 * Hkv))
     masks = plan.masks(causal, window)
     if len(plan.chunks) == 1 and plan.chunks[0].B == 1:  # one sequence: no gather at all
-        x = qkv.view(1, N, 3, num_heads, D).permute(2, 0, 3, 1, 4)
         mask, is_causal = masks[0]
-        y = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=mask, is_causal=is_causal)
-        return y.transpose(1, 2).reshape(N, C)
+        return _sdpa(qkv.view(1, N, -1), H, Hkv, mask, is_causal).transpose(1, 2).reshape(N, C)
     out = torch.empty(N, C, dtype=qkv.dtype, device=qkv.device)
     for chunk, (mask, is_causal) in zip(plan.chunks, masks):
         B, T = chunk.B, chunk.T
-        x = qkv.index_select(0, chunk.gather).view(B, T, 3, num_heads, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-        y = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=mask, is_causal=is_causal)
+        y = _sdpa(qkv.index_select(0, chunk.gather).view(B, T, -1), H, Hkv, mask, is_causal)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B * T, C)
         out.index_copy_(0, chunk.rows, y if chunk.full else y[chunk.valid])
     return out
+
+
+def _sdpa(x: torch.Tensor, H: int, Hkv: int, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+    """``(B, T, (H + 2*Hkv) * D)`` fused q, k, v -> ``(B, H, T, D)``; grouped kv heads through SDPA's
+    ``enable_gqa`` (torch >= 2.5, CPU), else repeated."""
+    B, T = x.shape[:2]
+    if Hkv == H:
+        x = x.view(B, T, 3, H, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        return F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=mask, is_causal=is_causal)
+    q, k, v = x.view(B, T, H + 2 * Hkv, -1).transpose(1, 2).split([H, Hkv, Hkv], dim=1)
+    if _SDPA_GQA and x.device.type == "cpu":  # on CUDA, enable_gqa with a mask can leave the fused kernels
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+    k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
