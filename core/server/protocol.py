@@ -76,6 +76,8 @@ class EmbeddingRequest(Request):
                                                "embedding of the conversation (the chat template) or of its image")
     add_generation_prompt: bool = False  # vLLM's chat-form defaults
     continue_final_message: bool = False
+    prompt_name: str | None = Field(default=None, description="A prompt of the model's Sentence Transformers "
+                                    "config to prepend ('query', 'document'...), as SentenceTransformer.encode")
     encoding_format: Literal["float", "base64"] = "float"
     embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="vLLM's: the element type of base64 vectors")

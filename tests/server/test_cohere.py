@@ -25,7 +25,7 @@ def prompted_dir(tmp_path_factory):
     testing.save_as_sentence_transformer(path)
     cfg = path / "config_sentence_transformers.json"
     data = json.loads(cfg.read_text()) if cfg.is_file() else {}
-    data["prompts"] = {"query": "query: ", "document": "passage: "}
+    data["prompts"] = {"query": "query: ", "document": "passage: ", "Clustering": "cluster: "}
     cfg.write_text(json.dumps(data))
     return path
 
@@ -93,7 +93,8 @@ def test_int8_ranks_like_float(live):
 
 def test_input_type_selects_the_prompt(live):
     engine = live[1]["prompted"]
-    for input_type, name in (("search_query", "query"), ("search_document", "document"), ("query", "query")):
+    for input_type, name in (("search_query", "query"), ("search_document", "document"), ("query", "query"),
+                             ("clustering", "Clustering")):
         got = client(live).embed(model="prompted", texts=["hello there"], input_type=input_type,
                                  embedding_types=["float"]).embeddings.float_[0]
         want = engine.embed("hello there", prompt_name=name)[0].outputs.data
@@ -107,7 +108,7 @@ def test_input_type_selects_the_prompt(live):
 
 def test_output_dimension_and_truncate(live):
     engine = live[1]["prompted"]
-    small = client(live).embed(model="prompted", texts=["hello there"], output_dimension=8, input_type="clustering",
+    small = client(live).embed(model="prompted", texts=["hello there"], output_dimension=8, input_type="classification",
                                embedding_types=["float"]).embeddings.float_[0]
     want = engine.embed("hello there", PoolingParams(dimensions=8))[0].outputs.data
     assert len(small) == 8 and testing.max_abs_diff(np.array(small), want) <= 1e-6

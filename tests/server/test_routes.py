@@ -86,6 +86,32 @@ def test_score_forms(server, engines):
     assert bad.status_code == 400 and bad.json()["message"] == "Input lengths must be either 1:1, 1:N or N:N"
 
 
+def test_embeddings_prompt_name(tmp_path):
+    """/v1/embeddings takes prompt_name (an ST prompt), as SentenceTransformer.encode(prompt_name=...)."""
+    import json
+
+    from poolkit import Engine
+    from poolkit.server.app import create_app
+    from tests.server.conftest import LiveServer
+
+    path = testing.build_tiny_bert(tmp_path / "m", seed=61)
+    testing.save_as_sentence_transformer(path)
+    cfg = path / "config_sentence_transformers.json"
+    data = json.loads(cfg.read_text()) if cfg.is_file() else {}
+    cfg.write_text(json.dumps({**data, "prompts": {"query": "query: "}}))
+    engine = Engine(str(path))
+    live = LiveServer(create_app(lambda: {"m": engine}))
+    try:
+        r = post(live, "/v1/embeddings", input="hello", prompt_name="query").json()
+        want = engine.embed("hello", prompt_name="query")[0].outputs.data
+        assert testing.max_abs_diff(torch.tensor(r["data"][0]["embedding"]), want) <= 1e-6
+        assert testing.max_abs_diff(want, engine.embed("hello")[0].outputs.data) > 1e-3
+        bad = post(live, "/v1/embeddings", input="hello", prompt_name="nope")
+        assert bad.status_code == 400 and "nope" in bad.json()["message"]
+    finally:
+        live.stop()
+
+
 def test_truncation_side_left_keeps_the_last_tokens(server, engines):
     text = "one two three four five six seven eight nine ten eleven twelve"
     ids = engines["embedder"].tokenizer(text)["input_ids"]

@@ -73,9 +73,12 @@ def _prompt(engine: Any, input_type: str | None) -> dict[str, str]:
     if input_type not in INPUT_TYPES and input_type not in prompts and input_type not in instructions:
         valid = sorted(set(INPUT_TYPES) | set(prompts) | set(instructions))
         raise APIError(400, f"input_type {input_type!r} is not one of {valid}", "input_type")
+    by_case = {k.lower(): k for k in prompts}  # EmbeddingGemma's are "Classification", "Clustering"...
     for name in (input_type, *INPUT_TYPES.get(input_type, ())):
         if name in prompts:
             return {"prompt_name": name}
+        if name.lower() in by_case:
+            return {"prompt_name": by_case[name.lower()]}
         if name in instructions:
             return {"prompt": instructions[name]}
     return {}

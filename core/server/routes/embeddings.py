@@ -25,7 +25,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request):
         messages_prompt(body.messages, served.engine, body.add_generation_prompt, body.continue_final_message)]
     image = body.messages is not None and isinstance(prompts[0], ImagePrompt)  # decoded off the engine loop
     served, tokens, pooled = await run_prompts(get_state(request), body.model, prompts, "embed", params,
-                                               body.priority, direct=not image)
+                                               body.priority, direct=not image, prompt_name=body.prompt_name)
     out = EmbeddingResponse(model=served.name, data=[], usage=usage(tokens)).model_dump()
     out["data"] = [{"index": i, "object": "embedding",
                     "embedding": encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness)}
