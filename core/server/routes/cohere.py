@@ -18,7 +18,7 @@ from poolkit.inputs import ImagePrompt
 from poolkit.params import PoolingParams
 from poolkit.quantize import CALIBRATION_TEXTS, EMBEDDING_TYPES, int8_bound, quantize
 from poolkit.server.errors import APIError
-from poolkit.server.protocol import new_id
+from poolkit.server.protocol import ContentPart, new_id
 from poolkit.server.routes.common import get_state, json_response, run_prompts
 
 router = APIRouter(tags=["cohere"])
@@ -32,20 +32,8 @@ INPUT_TYPES = {  # Cohere's input types -> the prompt names models use for them,
 }
 
 
-class ImageURL(BaseModel):
-    url: str
-
-
-class Content(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    type: Literal["text", "image_url"]
-    text: str | None = None
-    image_url: ImageURL | None = None
-
-
 class EmbedInput(BaseModel):
-    content: list[Content]
+    content: list[ContentPart]  # OpenAI's text / image_url parts, as Cohere's
 
 
 class EmbedRequest(BaseModel):
