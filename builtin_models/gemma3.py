@@ -42,7 +42,7 @@ from torch import nn
 
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.bert import activation
-from poolkit.builtin_models.llama import _heads
+from poolkit.builtin_models.llama import attention_heads
 from poolkit.layers import RMSNorm, Rotary, packed_attention, rotate
 from poolkit.model.interface import ModelInit, PoolingModel
 from poolkit.model.weights import Weights
@@ -78,7 +78,7 @@ class Gemma3Layer(nn.Module):
     def __init__(self, init: ModelInit, p: str, window: int | None, causal: bool) -> None:
         super().__init__()
         cfg, w, eps = init.config, init.weights, init.config.rms_norm_eps
-        self.num_heads, self.num_kv_heads, self.head_dim = _heads(cfg)
+        self.num_heads, self.num_kv_heads, self.head_dim = attention_heads(cfg)
         self.window, self.causal, self.dtype = window, causal, init.dtype
         a, m = f"{p}self_attn.", f"{p}mlp."
         bias = bool(getattr(cfg, "attention_bias", False))
@@ -134,7 +134,7 @@ class Gemma3TextEncoder(PoolingModel):
             raise ValueError(f"layer_types {unknown} are not supported by the native Gemma3; supported: {LAYER_TYPES}")
         sliding = getattr(cfg, "sliding_window", None)
         window = {"full_attention": None, "sliding_attention": None if sliding is None else sliding - 1}
-        head_dim = _heads(cfg)[2]
+        head_dim = attention_heads(cfg)[2]
         # (V, C) in the checkpoint's dtype: rows are upcast on lookup
         self.embed = nn.Parameter(w.take("embed_tokens.weight"), requires_grad=False)
         scale = torch.tensor(cfg.hidden_size ** 0.5, dtype=torch.float32, device=init.device)

@@ -91,7 +91,7 @@ class Family:
         raise ValueError(f"Unknown decoder family {name!r}; supported: llama, qwen2, qwen3")
 
 
-def _heads(cfg: Any) -> tuple[int, int, int]:
+def attention_heads(cfg: Any) -> tuple[int, int, int]:
     """(q heads, kv heads, head_dim) with transformers' defaults."""
     heads = cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
@@ -117,7 +117,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, init: ModelInit, p: str, family: Family) -> None:
         super().__init__()
         cfg, w = init.config, init.weights
-        self.num_heads, self.num_kv_heads, self.head_dim = _heads(cfg)
+        self.num_heads, self.num_kv_heads, self.head_dim = attention_heads(cfg)
         self.dtype = init.dtype
         a, m = f"{p}self_attn.", f"{p}mlp."
         qkv_w = torch.cat([w.take(f"{a}{n}_proj.weight") for n in "qkv"])  # ((H + 2*Hkv) * D, C)
@@ -170,7 +170,7 @@ class Decoder(nn.Module):
         self.embed = nn.Parameter(w.take("embed_tokens.weight"), requires_grad=False)  # (V, C)
         self.layers = nn.ModuleList(DecoderLayer(init, f"layers.{i}.", family) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm.take(w, "norm", cfg.rms_norm_eps)
-        self.rotary = Rotary.from_config(cfg, _heads(cfg)[2], self.embed.device)
+        self.rotary = Rotary.from_config(cfg, attention_heads(cfg)[2], self.embed.device)
         self.sliding_window = _sliding_window(cfg)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:

@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
-
 import numpy as np
 
 EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
