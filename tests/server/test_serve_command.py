@@ -80,7 +80,7 @@ def test_every_flag_has_help_and_numeric_defaults_show():
         for action in command._actions:
             assert action.help, f"poolkit {name} {action.option_strings or action.dest} has no help text"
     text = commands["serve"].format_help()
-    for shown in ("(default: 2048)", "(default: 512)", "(default: 1000000)", "(default: 1024)",
+    for shown in ("(default: 2048 at", "(default: 512)", "(default: 1000000)", "(default: 1024)",
                   "(default: 8388608)", "(default: 30.0)", "(default: 8000)", "(default: 127.0.0.1)"):
         assert shown in text, shown
-    assert "(default: 2048)" in commands["embed"].format_help()
+    assert "(default: 2048 at" in commands["embed"].format_help()
