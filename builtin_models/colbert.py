@@ -44,6 +44,7 @@ class HFColBERT(BertPoolingModel):
 
     def build_heads(self, init: ModelInit) -> None:
         self.projection = _projection(init, type(self).__name__)
+        _normalized(init)
         width = _width(self.projection)
         dim = next((getattr(init.config, a) for a in ("colbert_dim", "dim", "projection_dim")
                     if getattr(init.config, a, None)), None)
@@ -55,7 +56,7 @@ class HFColBERT(BertPoolingModel):
         return list(self.projection(hidden).split(batch.lengths))
 
 
-# --- ModernBERT backbone, vLLM's ColBERTModernBertModel ------------------------------------------
+# --- the projection and its normalization, shared by the three formats ----------------------------
 
 
 def _projection(init: ModelInit, owner: str) -> torch.nn.Module:
@@ -86,6 +87,9 @@ def _normalized(init: ModelInit) -> None:
 def _width(projection: torch.nn.Module) -> int:
     return projection.out_features if hasattr(projection, "out_features") else [
         m for m in projection.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
+
+
+# --- ModernBERT backbone, vLLM's ColBERTModernBertModel ------------------------------------------
 
 
 class ColBERTModernBertModel(ModernBertPoolingModel):
