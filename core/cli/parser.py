@@ -58,17 +58,14 @@ ENGINE_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--trust-remote-code",), dict(action="store_true",
                                     help="allow the model's own Python code from the hub (tokenizer, config) to run")),
     (("--revision",), dict(help="hub revision (branch, tag or commit) of the model(s) (default: main)")),
-)
-JSON_FLAGS = ("pooler_config", "hf_overrides")
-# Image inputs (vLLM's flags): passed to the Engine only when given, its default (nothing reachable) otherwise.
-MEDIA_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    # image inputs (vLLM's flags)
     (("--allowed-media-domains",), dict(nargs="+", metavar="HOST",
                                         help="hosts whose http(s) image URLs are fetched (default: none: a remote "
                                              "image URL is a 400, never fetched)")),
     (("--allowed-local-media-path",), dict(metavar="DIR", help="directory whose files file:// image URLs (and "
                                                                "clients' local paths) may read (default: none)")),
 )
-
+JSON_FLAGS = ("pooler_config", "hf_overrides")
 
 def _dest(flags: tuple[str, ...]) -> str:
     return flags[0].lstrip("-").replace("-", "_")
@@ -78,17 +75,15 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """Add :data:`ENGINE_FLAGS` to ``parser``, as a group of their own."""
     group = parser.add_argument_group("engine options", "how the model is loaded and run: the poolkit.Engine "
                                                         "arguments of the same names")
-    for flags, options in ENGINE_FLAGS + MEDIA_FLAGS:
+    for flags, options in ENGINE_FLAGS:
         group.add_argument(*flags, **options)
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded; the
-    media flags only when given)."""
+    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded)."""
     kwargs = {_dest(flags): getattr(args, _dest(flags)) for flags, _ in ENGINE_FLAGS}
     for name in JSON_FLAGS:
         kwargs[name] = json_arg(kwargs[name])
-    kwargs.update({_dest(f): getattr(args, _dest(f)) for f, _ in MEDIA_FLAGS if getattr(args, _dest(f), None)})
     return kwargs
 
 

@@ -54,10 +54,12 @@ def messages_prompt(messages: list[Any], engine: Any, add_generation_prompt: boo
         raise APIError(400, "messages have no text or image content", "messages")
     tok = engine.tokenizer
     if getattr(tok, "chat_template", None):
+        from jinja2 import TemplateError
+
         try:
             text = tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
                                            continue_final_message=continue_final_message)
-        except Exception as exc:  # the template's own checks (roles, order): the request's fault
+        except (TemplateError, ValueError) as exc:  # the template's own checks (roles, order): the request's fault
             raise APIError(400, f"messages could not be rendered with the model's chat template: {exc}",
                            "messages") from exc
         return tok(text, add_special_tokens=False, verbose=False)["input_ids"]

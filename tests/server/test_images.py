@@ -158,4 +158,5 @@ def test_serve_flags_reach_the_engine():
     kwargs = engine_kwargs(args)
     assert kwargs["allowed_media_domains"] == ["a.com", "b.org"]
     assert kwargs["allowed_local_media_path"] == "/srv/images"
-    assert "allowed_media_domains" not in engine_kwargs(build_parser().parse_args(["serve", "m"]))
+    default = engine_kwargs(build_parser().parse_args(["serve", "m"]))  # unset: the Engine's default, nothing reachable
+    assert default["allowed_media_domains"] is None and default["allowed_local_media_path"] is None

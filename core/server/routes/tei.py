@@ -66,7 +66,7 @@ def tei_error(exc: Exception, request: Request) -> JSONResponse:
     headers = None
     if isinstance(exc, TEIError):
         kind, message = exc.error_type, exc.message
-    elif isinstance(exc, (RequestValidationError, ValidationError)):
+    elif isinstance(exc, RequestValidationError):
         kind, message = "validation", _validation_message(exc.errors())
     elif isinstance(exc, UnsupportedTaskError):
         kind, message = "backend", exc.message
@@ -102,7 +102,7 @@ class TEIRoute(APIRoute):
 async def answer(handler: Any, model: type[BaseModel], data: dict, request: Request) -> Response:
     """``handler`` on ``data`` validated as ``model``, for a route shared with another API: errors in TEI's shape."""
     try:
-        return await handler(model.model_validate(data), request)
+        return await handler(validate_body(model, data), request)
     except Exception as exc:
         return tei_error(exc, request)
 
@@ -360,11 +360,11 @@ async def default_task(data: Annotated[dict[str, Any], Body()], request: Request
     engine = get_state(request).model(name if isinstance(name, str) else None).engine
     kind = next(iter(model_type(engine)))
     if kind == "reranker":
-        return await rerank(TEIRerankRequest.model_validate(data), request)
+        return await rerank(validate_body(TEIRerankRequest, data), request)
     if kind == "classifier":
-        return await predict(TEIPredictRequest.model_validate(data), request)
+        return await predict(validate_body(TEIPredictRequest, data), request)
     if isinstance(data.get("inputs"), dict):
-        return await similarity(TEISimilarityRequest.model_validate(data), request)
+        return await similarity(validate_body(TEISimilarityRequest, data), request)
     if is_sparse(engine):
-        return await embed_sparse(TEIEmbedSparseRequest.model_validate(data), request)
-    return await embed(TEIEmbedRequest.model_validate(data), request)
+        return await embed_sparse(validate_body(TEIEmbedSparseRequest, data), request)
+    return await embed(validate_body(TEIEmbedRequest, data), request)
