@@ -21,6 +21,7 @@ from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
 from poolkit.inputs import ImagePrompt, InputProcessor, TokenizedPrompt, normalize_prompts, score_items
 from poolkit.kernels import bound_kernel_caches
+from poolkit.layers.quantized import check_quantization
 from poolkit.media import MediaPolicy, load_image, load_image_processor, preprocess_image
 from poolkit.model.convert import served_tasks
 from poolkit.model.interface import PoolingModel
@@ -71,6 +72,10 @@ class Engine:
         float16, whose matmuls run about twice as fast and reach their speed only on larger passes:
         ``bench/embed_offline.py --max-batch-tokens``).
     :param kernels: ``"auto"`` (oneDNN prepacked linears on CPU when they pass a probe) or ``"torch"``.
+    :param quantization: None, or ``"int8"`` (CPU, opt-in): the encoder's linears run as int8 matmuls
+        with per-channel weight and per-token activation scales (:mod:`poolkit.layers.quantized`), the
+        rest in bfloat16 (``dtype="auto"`` then means bfloat16). Only for families that declare it
+        (``supported_quantizations``; BERT and RoBERTa encoders); any other is a ValueError that says so.
     :param io_processor_plugin: the IO processor of the ``plugin`` task (docs/plugins.md); default:
         ``config.json``'s ``io_processor_plugin``, none if absent; ``""`` turns that one off.
     :param served_model_name: what error messages call the model (the server's name for it);
@@ -85,7 +90,7 @@ class Engine:
                  pooler_config: PoolerConfig | dict[str, Any] | None = None, hf_overrides: dict[str, Any] | None = None,
                  dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
                  max_batch_tokens: int | None = None, trust_remote_code: bool = False, revision: str | None = None,
-                 kernels: str = "auto", io_processor_plugin: str | None = None,
+                 kernels: str = "auto", quantization: str | None = None, io_processor_plugin: str | None = None,
                  served_model_name: str | None = None, auto_truncate: bool | None = None,
                  allowed_media_domains: list[str] | None = None, allowed_local_media_path: str | None = None) -> None:
         if runner not in ("auto", "pooling"):
@@ -101,8 +106,11 @@ class Engine:
         self.architecture, model_cls = resolve_architecture(self.host, self.model_config)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
+        self.quantization = quantization or None
+        if self.quantization is not None:
+            check_quantization(self.quantization, model_cls, self.architecture, self.device)
         if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+            dtype = "bfloat16" if self.device.type == "cuda" or self.quantization else "float32"
         if dtype not in _DTYPES:
             raise ValueError(f"dtype={dtype!r}; choose one of {sorted(_DTYPES)} or 'auto'")
         self.dtype = _DTYPES[dtype]
@@ -116,7 +124,8 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
         model_cls.prepare_config(hf, self.tokenizer)  # a family that needs the tokenizer to read its config
         bound_kernel_caches()  # before oneDNN's first use: memory stays flat over many batch shapes
-        self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels, self.tokenizer)
+        self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels, self.tokenizer,
+                                 self.quantization)
         self.image_processor = None  # a model with a vision tower reads images with the checkpoint's own processor
         if self.accepts_images and (self.model_config.path / "preprocessor_config.json").is_file():
             self.image_processor = load_image_processor(self.model_config.path)
@@ -134,6 +143,8 @@ class Engine:
                                               include_prompt=self.pooler_config.include_prompt is not False,
                                               vocab_size=getattr(hf, "vocab_size", None),
                                               auto_truncate=self.auto_truncate)
+        if self.quantization:
+            self._calibrate()
         self._ctx = TaskContext(self.model_config, self.pooler_config, self.host, self.model)
         registered = self.host.registry("tasks")
         self.supported_tasks = tuple(t for t in tasks if t in registered)
@@ -149,10 +160,21 @@ class Engine:
         if self.io_processor is not None:
             self.supported_tasks += ("plugin",)
         self.kernels = kernels
-        logger.info("loaded %s (%s) in %.1f s: tasks %s, dtype %s, device %s, kernels %s, max_model_len %d (%s)",
+        logger.info("loaded %s (%s) in %.1f s: tasks %s, dtype %s%s, device %s, kernels %s, max_model_len %d (%s)",
                     self.model_config.served_name, self.architecture, time.perf_counter() - started,
-                    list(self.supported_tasks), str(self.dtype).removeprefix("torch."), self.device, kernels,
+                    list(self.supported_tasks), str(self.dtype).removeprefix("torch."),
+                    f" + {self.quantization} linears" if self.quantization else "", self.device, kernels,
                     self.max_model_len, "longer inputs truncated" if self.auto_truncate else "longer inputs rejected")
+
+    def _calibrate(self) -> None:
+        """Int8 layers' activation ranges from :data:`poolkit.quantize.CALIBRATION_TEXTS` (fixed, so the
+        quantized model is the same every load), then their weights quantized."""
+        from poolkit.layers.quantized import calibrate
+        from poolkit.quantize import CALIBRATION_TEXTS
+
+        ids = self.tokenizer(CALIBRATION_TEXTS, truncation=True, max_length=self.max_model_len)["input_ids"]
+        n = calibrate(self.model, lambda: self.model(PackedBatch.from_token_lists(ids, device=self.device)))
+        logger.info("int8: %d linears quantized, activation ranges from %d calibration texts", n, len(ids))
 
     def task(self, name: str) -> TaskAdapter:
         """The task adapter for ``name``, built on first use."""

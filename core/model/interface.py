@@ -47,14 +47,23 @@ class ModelInit:
     tokenizer: Any = None
     """The tokenizer the Engine serves this model with (a family that needs token ids, e.g. PyLate's
     prefix and skiplist tokens), None when built without one."""
+    quantization: str | None = None
+    """``"int8"``: :meth:`linear` gives int8 linears (``Engine(quantization="int8")``, only for a family
+    whose :attr:`PoolingModel.supported_quantizations` names it); None: :attr:`dtype` throughout."""
 
     def linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str | None = None,
-               keep_dtype: bool = False) -> nn.Module:
+               keep_dtype: bool = False, quantize: bool = True) -> nn.Module:
         """``y = act(x @ weight.T + bias)`` in :attr:`dtype` with the fastest kernels available here.
 
         ``act``: None, ``"gelu"``, ``"gelu_tanh"`` or ``"relu"`` (fused where the kernel can). The
-        output is fp32 unless ``keep_dtype`` (for an output that feeds another bf16 matmul).
+        output is fp32 unless ``keep_dtype`` (for an output that feeds another bf16 matmul). Under
+        :attr:`quantization` the layer is int8 (:class:`poolkit.layers.Int8Linear`) unless
+        ``quantize=False``: a layer whose int8 error measurably hurts the outputs stays in :attr:`dtype`.
         """
+        if self.quantization == "int8" and quantize:
+            from poolkit.layers.quantized import Int8Linear
+
+            return Int8Linear(weight, bias, act, self.dtype if keep_dtype else torch.float32)
         from poolkit.kernels import FastLinear
 
         return FastLinear(weight, bias, act, self.dtype, self.kernels, keep_dtype=keep_dtype)
@@ -70,6 +79,9 @@ class PoolingModel(nn.Module):
 
     supported_tasks: ClassVar[tuple[str, ...]] = ("embed", "token_embed")
     """Tasks this architecture serves (see :meth:`tasks_for` for ones that depend on the config)."""
+    supported_quantizations: ClassVar[tuple[str, ...]] = ()
+    """Weight/activation quantizations (``Engine(quantization=...)``) this family is tested with: ``("int8",)``
+    for one whose linears all come from :meth:`ModelInit.linear` and whose parity tests hold at int8."""
     default_pooling: ClassVar[str] = "CLS"
     """Pooling method when neither the Sentence Transformers files nor the user name one."""
     is_generative: ClassVar[bool] = False

@@ -42,14 +42,14 @@ def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[Poolin
 
 
 def build_model(model_cls: type[PoolingModel], model_config: Any, dtype: torch.dtype, device: torch.device,
-                kernels: str, tokenizer: Any = None) -> PoolingModel:
+                kernels: str, tokenizer: Any = None, quantization: str | None = None) -> PoolingModel:
     """``model_cls`` built from the checkpoint's tensors, on ``device``, in eval mode."""
     state = load_state_dict(model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
     state.update(load_extra_weight_files(model_config.path, model_cls.extra_weight_files))
     if getattr(model_cls, "_legacy", False):  # the old contract reads the dict directly: all on the device
         state = {k: v.to(device) for k, v in state.items()}
     init = ModelInit(model_config.hf_config, Weights(state, device), dtype, device, kernels,
-                     st=model_config.st, tokenizer=tokenizer)
+                     st=model_config.st, tokenizer=tokenizer, quantization=quantization)
     del state
     with torch.no_grad():  # built where it runs: prepacked CPU kernels only exist on CPU
         model = model_cls(init).eval()

@@ -1,0 +1,196 @@
+"""``Int8Linear``: the opt-in int8 linear (``Engine(quantization="int8")``), oneDNN's s8 x s8 matmul on CPU.
+
+Weights are quantized once, symmetrically per output channel (``W ~ s_w[o] * W_q[o, :]``);
+activations dynamically per token (``x ~ s_x[n] * x_q[n, :]``, each row's own absolute maximum),
+so one outlier token does not coarsen the others. The matmul is oneDNN's int8 linear
+(``onednn.qlinear_prepack`` / ``onednn.qlinear_pointwise``, the kernels PyTorch's x86 quantization
+lowers to: VNNI / AMX-int8), which applies ``s_w``; the per-token ``s_x``, the bias and the
+activation are one epilogue, since the kernel takes only one activation scale per tensor.
+
+Quantizing a row and the epilogue are memory-bound passes that eager torch would split into five;
+they are compiled with ``torch.compile`` (inductor's C++ backend) when it works here, else they run
+eagerly (same numbers, slower). ``POOLKIT_INT8_COMPILE=0`` forces eager.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANTIZATIONS = ("int8",)
+
+
+def int8_available() -> str | None:
+    """None when oneDNN's int8 linear runs here, else why not (for the error a user sees)."""
+    ops = getattr(torch.ops, "onednn", None)
+    if not torch.backends.mkldnn.is_available() or ops is None or not hasattr(ops, "qlinear_pointwise"):
+        return "this torch build has no oneDNN int8 linear (onednn.qlinear_pointwise)"
+    return None
+
+
+def check_quantization(quantization: str, model_cls: type, architecture: str, device: torch.device) -> None:
+    """ValueError naming what is wrong with ``Engine(quantization=...)`` for this model here, else None."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization={quantization!r}; choose one of {list(QUANTIZATIONS)} or None")
+    supported = getattr(model_cls, "supported_quantizations", ())
+    if quantization not in supported:
+        raise ValueError(f"quantization={quantization!r} is not supported by {architecture}: it is supported by "
+                         "the BERT and RoBERTa encoder families (an architecture declares it in "
+                         "supported_quantizations); serve this model with dtype='bfloat16' instead")
+    if device.type != "cpu":
+        raise ValueError(f"quantization={quantization!r} runs on CPU (oneDNN int8); on {device} use dtype='bfloat16'")
+    why = int8_available()
+    if why is not None:
+        raise ValueError(f"quantization={quantization!r}: {why}")
+
+
+def quantize_rows(x: torch.Tensor, inv_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x (N, K)`` smoothed (``x * inv_m``) -> uint8 ``x_u`` and fp32 per-row scale ``s`` and offset
+    ``o = s * zero_point`` (``(N, 1)`` each) with ``x * inv_m ~ s * x_u - o``: asymmetric, so a row
+    whose values are mostly on one side of zero (GELU's outputs) keeps all 256 levels."""
+    x = x.float() * inv_m
+    lo = x.amin(dim=1, keepdim=True).clamp(max=0.0)
+    hi = x.amax(dim=1, keepdim=True).clamp(min=0.0)
+    s = (hi - lo).clamp_min(1e-12) / 255.0
+    zero = torch.round(-lo / s)
+    return (torch.round(x / s) + zero).clamp_(0, 255).to(torch.uint8), s, s * zero
+
+
+def _act(y: torch.Tensor, act: str | None) -> torch.Tensor:
+    if act == "gelu":
+        return F.gelu(y)
+    if act == "gelu_tanh":
+        return F.gelu(y, approximate="tanh")
+    if act == "relu":
+        return F.relu(y)
+    return y
+
+
+def epilogue(y: torch.Tensor, s: torch.Tensor, o: torch.Tensor, w_sum: torch.Tensor, bias: torch.Tensor | None,
+             act: str | None, dtype: torch.dtype) -> torch.Tensor:
+    """``act(y * s - o * w_sum + bias)`` in fp32, as ``dtype``: what the kernel cannot apply itself, the
+    per-token scale ``s`` and the zero point's share ``o (N, 1) * w_sum (M,)`` (``w_sum``: each output's
+    dequantized weight row summed)."""
+    y = y.float() * s - o * w_sum
+    if bias is not None:
+        y = y + bias
+    return _act(y, act).to(dtype)
+
+
+class _Compiled:
+    """``fn`` through ``torch.compile`` (dynamic shapes), falling back to ``fn`` itself, with a warning,
+    the first time compiling or running the compiled code fails (no C++ compiler, an inductor bug)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.compiled: Callable | None = None
+        self.lock = threading.Lock()
+        if os.environ.get("POOLKIT_INT8_COMPILE", "1") != "0":
+            try:
+                self.compiled = torch.compile(fn, dynamic=True)
+            except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly
+                self._give_up(exc)
+
+    def _give_up(self, exc: Exception) -> None:
+        warnings.warn(f"poolkit: torch.compile unavailable for the int8 kernels ({type(exc).__name__}: {exc}); "
+                      "running them eagerly (slower)", RuntimeWarning, stacklevel=3)
+        self.compiled = None
+
+    def __call__(self, *args):
+        compiled = self.compiled
+        if compiled is None:
+            return self.fn(*args)
+        try:
+            with self.lock:  # dynamo's compile is not thread-safe; the compiled call is cheap to serialize
+                return compiled(*args)
+        except Exception as exc:  # noqa: BLE001
+            self._give_up(exc)
+            return self.fn(*args)
+
+
+_quantize_rows = _Compiled(quantize_rows)
+_epilogue = _Compiled(epilogue)
+
+
+class Int8Linear(nn.Module):
+    """``y = act(x @ W.T + b)`` with int8 weights (per output channel) and uint8 activations (per token).
+
+    Built in two steps. Until :meth:`finalize` it runs in fp32 and records each input channel's largest
+    absolute value (:func:`calibrate` runs the calibration texts through the model); then, SmoothQuant's
+    migration (Xiao et al., 2023): input channel ``j`` is divided by ``m_j = amax_x_j**alpha /
+    amax_w_j**(1 - alpha)`` and weight column ``j`` multiplied by it, which leaves ``x @ W.T`` unchanged
+    but flattens the few outlier channels of transformer activations that would otherwise set every
+    token's scale, and the weights are quantized and packed. The division is part of the fused
+    quantize pass, so it costs nothing at run time.
+
+    ``out_dtype``: the result's dtype (bfloat16 for outputs that feed attention or another linear
+    directly, float32 otherwise), like :class:`poolkit.layers.FastLinear`'s ``keep_dtype``.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None = None,
+                 out_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        why = int8_available()
+        if why is not None:
+            raise RuntimeError(f"quantization='int8': {why}")
+        if weight.device.type != "cpu":
+            raise ValueError("quantization='int8' runs on CPU (oneDNN); on a GPU use dtype='bfloat16'")
+        self.act, self.out_dtype = act, out_dtype
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight.detach().float().contiguous(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous(), persistent=False)
+        self.register_buffer("x_absmax", torch.zeros(self.in_features), persistent=False)
+        self.packed: torch.Tensor | None = None
+        # the kernel's own output: bf16 halves the epilogue's reads where the result is bf16 anyway
+        self.mm_dtype = torch.float32
+
+    def finalize(self, alpha: float = 0.5) -> None:
+        """Smooth with the recorded input ranges (none recorded: no smoothing), quantize and pack the weight."""
+        w = self.weight
+        w_absmax = w.abs().amax(dim=0).clamp_min(1e-5)  # per input channel
+        if bool((self.x_absmax > 0).any()):
+            m = (self.x_absmax.clamp_min(1e-5) ** alpha / w_absmax ** (1 - alpha)).clamp(1e-2, 1e2)
+        else:
+            m = torch.ones(self.in_features)
+        w = w * m[None, :]
+        w_scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        w_q = torch.round(w / w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.inv_m = (1.0 / m).contiguous()
+        self.w_scale = w_scale.contiguous()
+        self.w_zero = torch.zeros(self.out_features, dtype=torch.int64)
+        self.w_sum = (w_q.float().sum(dim=1) * w_scale).contiguous()
+        self.packed = torch.ops.onednn.qlinear_prepack(w_q, None)
+        self.weight = None  # the packed int8 copy is all the forward pass reads
+        self.x_absmax = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:  # calibrating: fp32, recording the input's ranges
+            xf = x.float()
+            torch.maximum(self.x_absmax, xf.abs().amax(dim=0), out=self.x_absmax)
+            return _act(F.linear(xf, self.weight, self.bias), self.act).to(self.out_dtype)
+        x_u, s, o = _quantize_rows(x, self.inv_m)
+        y = torch.ops.onednn.qlinear_pointwise(x_u, 1.0, 0, self.packed, self.w_scale, self.w_zero, None,
+                                               1.0, 0, self.mm_dtype, "none", [], "")
+        return _epilogue(y, s, o, self.w_sum, self.bias, self.act, self.out_dtype)
+
+    def extra_repr(self) -> str:
+        state = "int8" if self.packed is not None else "calibrating"
+        return f"{self.in_features}->{self.out_features}, act={self.act}, {state} (per-channel w, per-token asymmetric x)"
+
+
+def calibrate(model: nn.Module, run: Callable[[], object], alpha: float = 0.5) -> int:
+    """Record the input ranges of ``model``'s :class:`Int8Linear` layers over ``run()`` (forward passes on
+    calibration inputs), then finalize them; returns how many were quantized."""
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear) and m.packed is None]
+    if layers:
+        with torch.inference_mode():
+            run()
+        for layer in layers:
+            layer.finalize(alpha)
+    return len(layers)
