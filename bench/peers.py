@@ -11,13 +11,15 @@ Peers (the model is the packaged all-MiniLM-L6-v2; every peer truncates at its 2
 * ``st-openvino-f32``    ``backend="openvino"`` with ``INFERENCE_PRECISION_HINT=f32``
 * ``st-openvino``        ``backend="openvino"`` as it comes (bf16 inference on CPUs with bf16 support)
 * ``poolkit-fp32``, ``poolkit-bf16``  ``poolkit.Engine(dir, dtype=...).embed(texts)``
+* ``poolkit-int8``       ``poolkit.Engine(dir, quantization="int8").embed(texts)`` (int8 linears, the rest bf16)
 
 The Sentence Transformers peers run in their own venv, ``bench/.venv-peers`` (gitignored: torch 2.13
 CPU, ``sentence-transformers[onnx,openvino]``), created on first use; poolkit runs in this interpreter.
 The ONNX and OpenVINO exports are made once into ``bench/results/peers-model/`` (a copy of the model).
 Each round starts every peer in a fresh process (order rotating per round): it loads, embeds 32 texts
 to warm up, then embeds the corpus once, timed, with 2 threads; its vectors come back for the min
-and mean cosine against ``st``. Reported: texts/s of the median round and the ratio to each peer.
+and mean cosine against ``st`` and the top-10 agreement: per text, the share of its 10 nearest
+neighbours in the corpus (cosine) that are also its 10 nearest by ``st``'s vectors. Reported: texts/s of the median round and the ratio to each peer.
 The corpus is ``bench/corpus.py``'s (built here, handed to every child), 800 texts by default.
 """
 
@@ -43,7 +45,8 @@ VENV = HERE / ".venv-peers"
 REQUIREMENTS = ("torch==2.13.0", "sentence-transformers[onnx,openvino]")
 EXPORTS = HERE / "results" / "peers-model"
 INT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
-PEERS = ("st", "st-onnx", "st-onnx-int8", "st-openvino-f32", "st-openvino", "poolkit-fp32", "poolkit-bf16")
+PEERS = ("st", "st-onnx", "st-onnx-int8", "st-openvino-f32", "st-openvino", "poolkit-fp32", "poolkit-bf16",
+         "poolkit-int8")
 WARMUP = 32
 
 
@@ -82,7 +85,9 @@ def load_peer(name: str, model: Path):
 
         from poolkit import Engine
 
-        engine = Engine(str(model), dtype={"fp32": "float32", "bf16": "bfloat16"}[name.split("-", 1)[1]])
+        kind = name.split("-", 1)[1]
+        engine = (Engine(str(model), quantization="int8") if kind == "int8" else
+                  Engine(str(model), dtype={"fp32": "float32", "bf16": "bfloat16"}[kind]))
         return lambda texts: np.stack([o.outputs.data.numpy() for o in engine.embed(texts)])
     from sentence_transformers import SentenceTransformer
 
@@ -132,7 +137,19 @@ def cosine_stats(got, want) -> dict[str, float]:
     g = got / np.linalg.norm(got, axis=1, keepdims=True)
     w = want / np.linalg.norm(want, axis=1, keepdims=True)
     cos = (g * w).sum(1)
-    return {"min": float(cos.min()), "mean": float(cos.mean())}
+    return {"min": float(cos.min()), "mean": float(cos.mean()), "top10": top_k_agreement(g, w)}
+
+
+def top_k_agreement(g, w, k: int = 10) -> float:
+    """Mean over texts of |top-k neighbours by ``g`` & top-k by ``w``| / k (unit rows, self excluded)."""
+    import numpy as np
+
+    def top(v):
+        sim = v @ v.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argpartition(-sim, k, axis=1)[:, :k]
+
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top(g), top(w))]))
 
 
 def main() -> None:
@@ -183,12 +200,12 @@ def main() -> None:
     env["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"env": env, "texts": len(texts), "rounds": args.rounds, "peers": rows}, indent=2))
-    print(f"\n{'peer':<18} {'texts/s':>8} {'rounds':>16} {'min cos':>9} {'mean cos':>9}")
+    print(f"\n{'peer':<18} {'texts/s':>8} {'rounds':>16} {'min cos':>9} {'mean cos':>9} {'top-10':>7}")
     for p in peers:
         cos = rows[p]["cosine_vs_st"] or {}
         rounds = "/".join(f"{x:.0f}" for x in rows[p]["round_texts_per_s"])
         print(f"{p:<18} {rate[p]:>8.1f} {rounds:>16} {cos.get('min', float('nan')):>9.6f} "
-              f"{cos.get('mean', float('nan')):>9.6f}")
+              f"{cos.get('mean', float('nan')):>9.6f} {cos.get('top10', float('nan')):>7.4f}")
     for a in (p for p in peers if p.startswith("poolkit")):
         print(f"{a}: " + ", ".join(f"{rate[a] / rate[b]:.2f}x {b}" for b in peers if not b.startswith("poolkit")))
     print(f"load average {env['loadavg_at_start'][0]:.2f} -> {env['loadavg_at_end'][0]:.2f}; wrote {args.out}")

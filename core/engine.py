@@ -21,7 +21,6 @@ from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
 from poolkit.inputs import ImagePrompt, InputProcessor, TokenizedPrompt, normalize_prompts, score_items
 from poolkit.kernels import bound_kernel_caches
-from poolkit.layers.quantized import check_quantization
 from poolkit.media import MediaPolicy, load_image, load_image_processor, preprocess_image
 from poolkit.model.convert import served_tasks
 from poolkit.model.interface import PoolingModel
@@ -108,6 +107,8 @@ class Engine:
                                    ("cpu" if device == "auto" else device))
         self.quantization = quantization or None
         if self.quantization is not None:
+            from poolkit.layers.quantized import check_quantization
+
             check_quantization(self.quantization, model_cls, self.architecture, self.device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" or self.quantization else "float32"

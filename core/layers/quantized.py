@@ -84,32 +84,30 @@ def epilogue(y: torch.Tensor, s: torch.Tensor, o: torch.Tensor, w_sum: torch.Ten
 
 
 class _Compiled:
-    """``fn`` through ``torch.compile`` (dynamic shapes), falling back to ``fn`` itself, with a warning,
-    the first time compiling or running the compiled code fails (no C++ compiler, an inductor bug)."""
+    """``fn`` through ``torch.compile`` (dynamic shapes), built on first call (importing inductor takes
+    seconds: only an int8 model pays it), falling back to ``fn`` itself, with a warning, the first time
+    compiling or running the compiled code fails (no C++ compiler, an inductor bug)."""
 
     def __init__(self, fn: Callable) -> None:
         self.fn = fn
         self.compiled: Callable | None = None
+        self.enabled = os.environ.get("POOLKIT_INT8_COMPILE", "1") != "0"
         self.lock = threading.Lock()
-        if os.environ.get("POOLKIT_INT8_COMPILE", "1") != "0":
-            try:
-                self.compiled = torch.compile(fn, dynamic=True)
-            except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly
-                self._give_up(exc)
 
     def _give_up(self, exc: Exception) -> None:
         warnings.warn(f"poolkit: torch.compile unavailable for the int8 kernels ({type(exc).__name__}: {exc}); "
                       "running them eagerly (slower)", RuntimeWarning, stacklevel=3)
-        self.compiled = None
+        self.enabled = False
 
     def __call__(self, *args):
-        compiled = self.compiled
-        if compiled is None:
+        if not self.enabled:
             return self.fn(*args)
         try:
             with self.lock:  # dynamo's compile is not thread-safe; the compiled call is cheap to serialize
-                return compiled(*args)
-        except Exception as exc:  # noqa: BLE001
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=True)
+                return self.compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly
             self._give_up(exc)
             return self.fn(*args)
 
