@@ -43,7 +43,7 @@ def test_masks_are_built_once_per_plan():
     assert plan.masks(causal=True) is plan.masks(causal=True)
     assert plan.masks(window=4) is plan.masks(window=4)
     assert plan.masks(window=1000) is plan.masks()  # a window covering every sequence is full attention
-    assert all(mask is None and is_causal for mask, is_causal in AttentionPlan([7, 7]).masks(causal=True))
+    assert all(mask is None and is_causal for mask, is_causal in AttentionPlan([60, 60]).masks(causal=True))
 
 
 def test_kernels_module_keeps_the_old_names():
@@ -52,3 +52,33 @@ def test_kernels_module_keeps_the_old_names():
 
     for name in ("FastLinear", "AttentionPlan", "packed_attention", "attention_chunks", "bound_kernel_caches"):
         assert getattr(kernels, name) is getattr(layers, name)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("with_attend", [False, True])
+def test_shared_attention_rows_match_one_row_per_sequence(monkeypatch, causal, window, with_attend):
+    """Short sequences laid end to end in shared rows (block-diagonal mask) give each sequence's own attention."""
+    import poolkit.layers.attention as attention
+
+    g = torch.Generator().manual_seed(0)
+    lengths = [100, 47, 48, 49, 3, 3, 3, 1, 1, 60, 20, 14, 13, 5, 30, 2]
+    attend = [max(1, n - 2) for n in lengths] if with_attend else None
+    qkv = torch.randn(sum(lengths), 3 * 2 * 4, generator=g)
+    shared = attention.AttentionPlan(lengths, attend=attend)
+    assert any(c.segments is not None for c in shared.chunks)
+    got = attention.packed_attention(qkv, shared, 2, causal=causal, window=window)
+    monkeypatch.setattr(attention, "PACK_MAX_LEN", 0)
+    alone = attention.AttentionPlan(lengths, attend=attend)
+    assert all(c.segments is None for c in alone.chunks)
+    want = attention.packed_attention(qkv, alone, 2, causal=causal, window=window)
+    assert (got - want).abs().max().item() <= 1e-6
+
+
+def test_pack_rows_fills_rows_up_to_capacity():
+    from poolkit.layers.attention import pack_rows
+
+    rows = pack_rows([40, 30, 30, 20, 10, 5], 64)
+    assert sorted(i for r in rows for i in r) == list(range(6))
+    assert all(sum([40, 30, 30, 20, 10, 5][i] for i in r) <= 64 for r in rows)
+    assert len(rows) == 3
