@@ -1,9 +1,11 @@
 """Microbenchmarks behind docs/performance.md: linear kernels and attention on the MiniLM shapes.
 
-    python bench/kernels_micro.py            # both tables, ~1 minute on 2 cores
+    python bench/kernels_micro.py            # all tables, ~1 minute on 2 cores
 
 Linear: oneDNN prepacked (what poolkit's FastLinear uses) vs torch's default F.linear, fp32 and bf16.
 Attention: CPU SDPA vs a plain matmul/softmax/matmul, fp32 and bf16, B x 12 heads x T x 32.
+Shared rows: ~4,000 tokens of sequences of random lengths in a range, through poolkit's ``packed_attention`` (bf16), one
+sequence per row vs short sequences sharing rows of up to 96 slots (``PACK_MAX_LEN`` / ``PACK_ROW``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,29 @@ def attention_table() -> None:
         print(f"B={B:<4} T={T:<4}          {row[0]:7.0f}  {row[1]:11.0f}  {row[2]:9.0f}  {row[3]:11.0f}")
 
 
+def shared_rows_table() -> None:
+    import random
+
+    import poolkit.layers.attention as attention
+
+    print("\nshared rows, ~4000 tokens, bf16 ms  one per row   shared rows")
+    for lo, hi in ((3, 16), (8, 30), (16, 48)):
+        rnd, lengths = random.Random(0), []
+        while sum(lengths) < 4000:
+            lengths.append(rnd.randint(lo, hi))
+        qkv = torch.randn(sum(lengths), 3 * 384, dtype=torch.bfloat16)
+        row = []
+        for pack in (0, attention.PACK_MAX_LEN):
+            saved, attention.PACK_MAX_LEN = attention.PACK_MAX_LEN, pack
+            plan = attention.AttentionPlan(lengths)
+            row.append(1e3 * timed(lambda: attention.packed_attention(qkv, plan, 12), n=10))
+            attention.PACK_MAX_LEN = saved
+        print(f"lengths {lo}-{hi:<4}                    {row[0]:9.2f}  {row[1]:12.2f}")
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     linear_table()
     attention_table()
+    shared_rows_table()

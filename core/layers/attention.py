@@ -12,8 +12,9 @@ Grouped-query attention (``num_kv_heads``, Gemma3) takes the kv heads as they ar
 Short sequences (up to :data:`PACK_MAX_LEN` tokens) are not padded one per row: several are laid end
 to end in one row of up to :data:`PACK_ROW` slots, with a block-diagonal mask. SDPA's CPU kernel
 costs about the same per row of 12 tokens as per row of 96 (its work is per head and row, not per
-FLOP, at these sizes), so the 8-30 token texts that dominate real traffic run 1.3-2x faster there
-(``bench/kernels_micro.py --attention``).
+FLOP, at these sizes), so mixed 3-30 token texts, which dominate real traffic, run 1.4-1.8x faster there
+(short sequences all of one length keep one mask-free row each, which is faster still)
+(``python bench/kernels_micro.py``, its shared-rows table).
 
 Masks are built once per plan and kind, and every layer of the forward pass reuses them.
 """
@@ -87,7 +88,7 @@ class AttentionPlan:
             offsets.append(offsets[-1] + n)
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         short = [i for i in order if lengths[i] <= PACK_MAX_LEN] if len(lengths) > 1 else []
-        if len(short) > 1:  # worth sharing rows
+        if len(short) > 1 and len({lengths[i] for i in short}) > 1:  # equal lengths: mask-free rows are faster
             order = order[:len(order) - len(short)]
         else:
             short = []
