@@ -9,7 +9,8 @@ the request says ``normalize: false``). A text that fits in one chunk gives exac
 ``embed`` result.
 
 Options (``config.json`` ``io_processor_options``, e.g. through ``hf_overrides``):
-``max_chunks`` (default 64: a longer text is a ``ValueError``) and ``chunk_tokens`` (default the
+``max_chunks`` (default 64: a longer text is a ``ValueError``, found from a bounded prefix of it,
+:func:`poolkit.truncation.truncation_prefix`, so a huge text costs no more than the cap) and ``chunk_tokens`` (default the
 engine's limit, ``IOProcessorContext.max_input_tokens``).
 """
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from poolkit.io_plugins.interface import IOProcessor
 from poolkit.params import PoolingParams
+from poolkit.truncation import truncation_prefix
 
 DEFAULT_MAX_CHUNKS = 64
 
@@ -75,12 +77,16 @@ class LongTextProcessor(IOProcessor[LongTextRequest, LongTextEmbedding]):
                                                                        "truncate_prompt_tokens": None})
 
     def pre_process(self, data: LongTextRequest, params: PoolingParams) -> list[dict[str, list[int]]]:
-        ids = self.ctx.tokenizer(data.text, add_special_tokens=False, verbose=False)["input_ids"]
         n = self.chunk_content
+        limit = n * self.max_chunks
+        # a text far over the cap is refused after tokenizing a bounded prefix, not the whole of it
+        text = truncation_prefix(self.ctx.tokenizer, data.text, limit, add_special_tokens=False)
+        ids = self.ctx.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         chunks = [ids[i:i + n] for i in range(0, len(ids), n)] or [[]]
         if len(chunks) > self.max_chunks:
-            raise ValueError(f"the text has {len(ids)} tokens: {len(chunks)} chunks of {n}, more than "
-                             f"max_chunks={self.max_chunks} (io_processor_options in config.json)")
+            count = f"{len(ids)}" if text is data.text else f"more than {limit}"
+            raise ValueError(f"the text has {count} tokens: more than max_chunks={self.max_chunks} chunks of {n} "
+                             "(io_processor_options in config.json)")
         return [{"prompt_token_ids": self.prefix + c + self.suffix} for c in chunks]
 
     def post_process(self, outputs, request: LongTextRequest) -> LongTextEmbedding:

@@ -155,3 +155,18 @@ def test_matryoshka_vectors_match_truncated_reference(matryoshka_dir):
     assert json.loads(json.dumps(body))["vectors"].keys() == {"16", "8"}
     [bad] = engine.encode_plugin_batch([{"text": "x", "dimensions": [12]}])
     assert isinstance(bad, IOProcessorError) and "not among the model's matryoshka_dimensions" in str(bad)
+
+
+def test_long_text_far_over_the_cap_is_refused_from_a_prefix(tiny_bert_dir, monkeypatch):
+    """A text far longer than max_chunks allows is refused without tokenizing all of it."""
+    engine = Engine(str(tiny_bert_dir), max_model_len=16, io_processor_plugin="long-text",
+                    hf_overrides={"io_processor_options": {"max_chunks": 2}})
+    huge = "many words of text " * 20000  # 380,000 characters
+    seen = []
+    tokenizer = engine.io_processor.processor.ctx.tokenizer
+    real = type(tokenizer).__call__
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, text, *a, **k: (
+        seen.append(len(text) if isinstance(text, str) else 0), real(self, text, *a, **k))[1])
+    (too_long,) = engine.encode_plugin_batch([huge])
+    assert isinstance(too_long, IOProcessorError) and "more than 28 tokens" in str(too_long)
+    assert max(seen) < 10_000
