@@ -175,7 +175,11 @@ class Engine:
 
         ids = self.tokenizer(CALIBRATION_TEXTS, truncation=True, max_length=self.max_model_len)["input_ids"]
         n = calibrate(self.model, lambda: self.model(PackedBatch.from_token_lists(ids, device=self.device)))
-        logger.info("int8: %d linears quantized, activation ranges from %d calibration texts", n, len(ids))
+        started = time.perf_counter()
+        with torch.inference_mode():  # compile the int8 kernels now, not in the first request
+            self.model(PackedBatch.from_token_lists(ids[:4], device=self.device))
+        logger.info("int8: %d linears quantized, activation ranges from %d calibration texts; kernels ready in %.1f s",
+                    n, len(ids), time.perf_counter() - started)
 
     def task(self, name: str) -> TaskAdapter:
         """The task adapter for ``name``, built on first use."""

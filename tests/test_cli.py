@@ -216,7 +216,7 @@ def test_plugins_check_passes_on_the_builtins():
 
 # --- the engine flags embed and serve share -----------------------------------------------------------------
 
-ENGINE_FLAGS = ["--dtype", "bf16", "--device", "cpu", "--kernels", "torch", "--max-model-len", "64",
+ENGINE_FLAGS = ["--dtype", "bf16", "--device", "cpu", "--kernels", "torch", "--quantization", "int8", "--max-model-len", "64",
                 "--max-batch-tokens", "512", "--pooler-config", '{"pooling_type": "CLS"}',
                 "--hf-overrides", '{"num_labels": 3}', "--trust-remote-code", "--revision", "v1", "--no-auto-truncate",
                 "--runner", "pooling", "--convert", "embed", "--io-processor-plugin", "prithvi",
@@ -229,7 +229,8 @@ def test_embed_and_serve_share_one_set_of_engine_flags():
     embed = build_parser().parse_args(["embed", "a text", *ENGINE_FLAGS])
     serve = build_parser().parse_args(["serve", "a-model", *ENGINE_FLAGS])
     want = dict(runner="pooling", convert="embed", pooler_config={"pooling_type": "CLS"},
-                hf_overrides={"num_labels": 3}, dtype="bfloat16", device="cpu", kernels="torch", max_model_len=64,
+                hf_overrides={"num_labels": 3}, dtype="bfloat16", device="cpu", kernels="torch", quantization="int8",
+                max_model_len=64,
                 max_batch_tokens=512, trust_remote_code=True, revision="v1", auto_truncate=False,
                 io_processor_plugin="prithvi", allowed_media_domains=["a.example", "b.example"],
                 allowed_local_media_path="/srv/images")

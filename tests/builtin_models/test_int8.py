@@ -122,3 +122,24 @@ def test_unsupported_family_and_unknown_quantization_are_clear_errors(tmp_path):
         Engine(str(bert), quantization="int4")
     with pytest.raises(ValueError, match="runs on CPU"):
         Engine(str(bert), quantization="int8", device="meta")
+
+
+def test_serve_with_quantization_flag(minilm_dir):
+    """``poolkit serve --quantization int8``: the flag reaches the Engine and /v1/embeddings serves int8 vectors."""
+    import httpx
+    from sentence_transformers import SentenceTransformer
+
+    from tests.server.conftest import serve_process
+
+    proc, url = serve_process(str(minilm_dir), "--quantization", "int8")
+    try:
+        texts = TEXTS[:16]
+        body = httpx.post(url + "/v1/embeddings", json={"input": texts, "model": str(minilm_dir)}, timeout=60).json()
+        got = torch.tensor([d["embedding"] for d in body["data"]])
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=30)[0]
+    want = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, convert_to_tensor=True)
+    cos = F.cosine_similarity(got, want)
+    assert cos.min().item() >= MIN_COSINE and cos.min().item() < 0.99999
+    assert "int8 linears" in log
