@@ -128,7 +128,6 @@ class BertPoolingModel(PoolingModel):
 
     encoder_cls: type[BertModel] = BertModel
     unused_weights: tuple[str, ...] = BUFFERS
-    supported_quantizations = ("int8",)  # every encoder linear through init.linear; tests/builtin_models/test_int8.py
 
     def __init__(self, init: ModelInit) -> None:
         super().__init__(init)
@@ -151,6 +150,7 @@ class BertForEmbedding(BertPoolingModel):
 
     default_pooling = "CLS"  # vLLM's default; a Sentence Transformers config overrides it
     supported_tasks = ("embed", "token_embed")
+    supported_quantizations = ("int8",)  # the encoder's linears, no head: tests/builtin_models/test_int8.py
     unused_weights = (*BUFFERS, "pooler.", "cls.")  # BertModel's tanh pooler and the MLM head: unused for embeddings
 
 

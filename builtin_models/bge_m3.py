@@ -41,6 +41,7 @@ class BgeM3EmbeddingModel(RobertaForEmbedding):
 
     default_pooling = "CLS"  # BGE-M3's dense vector is the normalized <s> state
     supported_tasks = ("embed", "token_embed", "token_classify")
+    supported_quantizations = ()  # its sparse and ColBERT heads are untested at int8
     # torch state dicts beside the checkpoint, loaded as "<stem>.weight"/"<stem>.bias"
     extra_weight_files = ("sparse_linear.pt", "colbert_linear.pt")
     default_use_activation = False  # sparse weights are relu outputs already: no sigmoid on top

@@ -74,7 +74,7 @@ class Engine:
     :param quantization: None, or ``"int8"`` (CPU, opt-in): the encoder's linears run as int8 matmuls
         with per-channel weight and per-token activation scales (:mod:`poolkit.layers.quantized`), the
         rest in bfloat16 (``dtype="auto"`` then means bfloat16). Only for families that declare it
-        (``supported_quantizations``; BERT and RoBERTa encoders); any other is a ValueError that says so.
+        (``supported_quantizations``: the BERT and RoBERTa embedding models); any other is a ValueError.
     :param io_processor_plugin: the IO processor of the ``plugin`` task (docs/plugins.md); default:
         ``config.json``'s ``io_processor_plugin``, none if absent; ``""`` turns that one off.
     :param served_model_name: what error messages call the model (the server's name for it);

@@ -46,7 +46,7 @@ ENGINE_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
                           help="auto: oneDNN prepacked linears on CPU when they pass a probe; torch: plain F.linear")),
     (("--quantization",), dict(default=None, choices=("int8",),
                                help="int8: the encoder's linears as int8 matmuls, per-channel weight and per-token "
-                                    "activation scales, the rest bfloat16 (CPU; BERT and RoBERTa encoders)")),
+                                    "activation scales, the rest bfloat16 (CPU; BERT and RoBERTa embedding models)")),
     (("--max-model-len",), dict(type=int, help="the limit on tokens per input (default: the Sentence Transformers "
                                                "max_seq_length, else the model's position limit)")),
     (("--auto-truncate",), dict(action=argparse.BooleanOptionalAction, default=None,

@@ -41,8 +41,9 @@ def check_quantization(quantization: str, model_cls: type, architecture: str, de
     supported = getattr(model_cls, "supported_quantizations", ())
     if quantization not in supported:
         raise ValueError(f"quantization={quantization!r} is not supported by {architecture}: it is supported by "
-                         "the BERT and RoBERTa encoder families (an architecture declares it in "
-                         "supported_quantizations); serve this model with dtype='bfloat16' instead")
+                         "the BERT and RoBERTa embedding models (BertModel, RobertaModel, XLMRobertaModel; an "
+                         "architecture declares it in supported_quantizations); serve this model with "
+                         "dtype='bfloat16' instead")
     if device.type != "cpu":
         raise ValueError(f"quantization={quantization!r} runs on CPU (oneDNN int8); on {device} use dtype='bfloat16'")
     why = int8_available()

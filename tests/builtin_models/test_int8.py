@@ -117,6 +117,9 @@ def test_unsupported_family_and_unknown_quantization_are_clear_errors(tmp_path):
     path = build_tiny_decoder(tmp_path)
     with pytest.raises(ValueError, match="quantization='int8' is not supported by .*BERT and RoBERTa"):
         Engine(str(path), quantization="int8")
+    classifier = testing.build_tiny_bert(tmp_path / "cls", head="sequence", num_labels=3)
+    with pytest.raises(ValueError, match="not supported by BertForSequenceClassification"):
+        Engine(str(classifier), quantization="int8")
     bert = testing.build_tiny_bert(tmp_path / "bert")
     with pytest.raises(ValueError, match="quantization='int4'; choose one of"):
         Engine(str(bert), quantization="int4")
