@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poolkit.layers.linear import _plain_act
+
 QUANTIZATIONS = ("int8",)
 
 
@@ -63,16 +65,6 @@ def quantize_rows(x: torch.Tensor, inv_m: torch.Tensor) -> tuple[torch.Tensor, t
     return (torch.round(x / s) + zero).clamp_(0, 255).to(torch.uint8), s, s * zero
 
 
-def _act(y: torch.Tensor, act: str | None) -> torch.Tensor:
-    if act == "gelu":
-        return F.gelu(y)
-    if act == "gelu_tanh":
-        return F.gelu(y, approximate="tanh")
-    if act == "relu":
-        return F.relu(y)
-    return y
-
-
 def epilogue(y: torch.Tensor, s: torch.Tensor, o: torch.Tensor, w_sum: torch.Tensor, bias: torch.Tensor | None,
              act: str | None, dtype: torch.dtype) -> torch.Tensor:
     """``act(y * s - o * w_sum + bias)`` in fp32, as ``dtype``: what the kernel cannot apply itself, the
@@ -81,7 +73,7 @@ def epilogue(y: torch.Tensor, s: torch.Tensor, o: torch.Tensor, w_sum: torch.Ten
     y = y.float() * s - o * w_sum
     if bias is not None:
         y = y + bias
-    return _act(y, act).to(dtype)
+    return _plain_act(y, act).to(dtype)
 
 
 class _Compiled:
@@ -172,7 +164,7 @@ class Int8Linear(nn.Module):
         if self.packed is None:  # calibrating: fp32, recording the input's ranges
             xf = x.float()
             torch.maximum(self.x_absmax, xf.abs().amax(dim=0), out=self.x_absmax)
-            return _act(F.linear(xf, self.weight, self.bias), self.act).to(self.out_dtype)
+            return _plain_act(F.linear(xf, self.weight, self.bias), self.act).to(self.out_dtype)
         x_u, s, o = _quantize_rows(x, self.inv_m)
         y = torch.ops.onednn.qlinear_pointwise(x_u, 1.0, 0, self.packed, self.w_scale, self.w_zero, None,
                                                1.0, 0, self.mm_dtype, "none", [], "")

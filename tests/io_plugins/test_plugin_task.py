@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from pydantic import BaseModel
 
 from poolkit import Engine, PoolingParams, testing
@@ -90,7 +91,9 @@ def test_a_failing_request_fails_alone_and_names_the_plugin(tiny_bert_dir, parts
     good = [{"texts": ["first request"]}, {"texts": ["third", "request"]}]
     alone = [engine.encode(r, task="plugin")[0] for r in good]
     results = engine.encode_plugin_batch([good[0], {"texts": ["fine", bad]}, good[1], {"oops": 1}])
-    assert results[0] == alone[0] and results[2] == alone[1]
+    # within float noise of running alone (docs/architecture.md: a request's result does not depend on its batch)
+    assert torch.allclose(torch.tensor(results[0]), torch.tensor(alone[0]), atol=1e-6, rtol=0)
+    assert torch.allclose(torch.tensor(results[2]), torch.tensor(alone[1]), atol=1e-6, rtol=0)
     err = results[1]
     assert isinstance(err, IOProcessorError) and err.stage == stage and err.index == 1 and not err.client_error
     assert str(err) == (f"IO processor 'sum' from plugin 'testing' (distribution poolkit.testing 0, entry point "
