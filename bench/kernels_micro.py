@@ -4,8 +4,9 @@
 
 Linear: oneDNN prepacked (what poolkit's FastLinear uses) vs torch's default F.linear, fp32 and bf16.
 Attention: CPU SDPA vs a plain matmul/softmax/matmul, fp32 and bf16, B x 12 heads x T x 32.
-Shared rows: ~4,000 tokens of sequences of random lengths in a range, through poolkit's ``packed_attention`` (bf16), one
-sequence per row vs short sequences sharing rows of up to 96 slots (``PACK_MAX_LEN`` / ``PACK_ROW``).
+Shared rows: ~4,000 tokens of sequences of random lengths in a range, through poolkit's ``packed_attention``,
+bf16 and fp32, one sequence per row vs short sequences sharing rows of up to 96 slots (``shared_rows=True``;
+poolkit shares them at bf16 only).
 """
 
 from __future__ import annotations
@@ -62,19 +63,18 @@ def shared_rows_table() -> None:
 
     import poolkit.layers.attention as attention
 
-    print("\nshared rows, ~4000 tokens, bf16 ms  one per row   shared rows")
-    for lo, hi in ((3, 16), (8, 30), (16, 48)):
-        rnd, lengths = random.Random(0), []
-        while sum(lengths) < 4000:
-            lengths.append(rnd.randint(lo, hi))
-        qkv = torch.randn(sum(lengths), 3 * 384, dtype=torch.bfloat16)
-        row = []
-        for pack in (0, attention.PACK_MAX_LEN):
-            saved, attention.PACK_MAX_LEN = attention.PACK_MAX_LEN, pack
+    print("\nshared rows, ~4000 tokens, ms        one per row   shared rows")
+    for dtype in (torch.bfloat16, torch.float32):
+        for lo, hi in ((3, 16), (8, 30), (16, 48)):
+            rnd, lengths = random.Random(0), []
+            while sum(lengths) < 4000:
+                lengths.append(rnd.randint(lo, hi))
+            qkv = torch.randn(sum(lengths), 3 * 384, dtype=dtype)
             plan = attention.AttentionPlan(lengths)
-            row.append(1e3 * timed(lambda: attention.packed_attention(qkv, plan, 12), n=10))
-            attention.PACK_MAX_LEN = saved
-        print(f"lengths {lo}-{hi:<4}                    {row[0]:9.2f}  {row[1]:12.2f}")
+            row = [1e3 * timed(lambda: attention.packed_attention(qkv, plan, 12, shared_rows=shared), n=10)
+                   for shared in (False, True)]
+            name = str(dtype).removeprefix("torch.")
+            print(f"{name:<9} lengths {lo}-{hi:<4}             {row[0]:9.2f}  {row[1]:12.2f}")
 
 
 if __name__ == "__main__":

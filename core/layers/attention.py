@@ -9,8 +9,9 @@ longest sequence of a run of similar lengths. One function serves every family's
 
 Grouped-query attention (``num_kv_heads``, Gemma3) takes the kv heads as they are projected.
 
-Short sequences (up to :data:`PACK_MAX_LEN` tokens) are not padded one per row: several are laid end
-to end in one row of up to :data:`PACK_ROW` slots, with a block-diagonal mask. SDPA's CPU kernel
+At bf16/fp16, short sequences (up to :data:`PACK_MAX_LEN` tokens) are not padded one per row: several
+are laid end to end in one row of up to :data:`PACK_ROW` slots, with a block-diagonal mask (at fp32
+SDPA's masked rows cost more than the padding they save, so fp32 keeps one row each). SDPA's CPU kernel
 costs about the same per row of 12 tokens as per row of 96 (its work is per head and row, not per
 FLOP, at these sizes), so mixed 3-30 token texts, which dominate real traffic, run 1.4-1.8x faster there
 (short sequences all of one length keep one mask-free row each, which is faster still)
@@ -83,19 +84,37 @@ class AttentionPlan:
         self.lengths = lengths
         self.num_tokens = sum(lengths)
         self.device = torch.device(device)
-        offsets = [0]
+        self.attend = attend
+        self.offsets = [0]
         for n in lengths:
-            offsets.append(offsets[-1] + n)
+            self.offsets.append(self.offsets[-1] + n)
+        self._layouts: dict[bool, list[Chunk]] = {}
+        self._masks: dict[tuple[bool, bool, int | None], list[tuple[torch.Tensor | None, bool]]] = {}
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The one-row-per-sequence layout (what fp32 attention runs)."""
+        return self.layout(shared=False)
+
+    def layout(self, shared: bool) -> list[Chunk]:
+        """The chunks, built on first use: ``shared`` lets short sequences share rows (bf16/fp16, where it is
+        faster; at fp32 SDPA's masked rows cost more than the padding they save)."""
+        if shared not in self._layouts:
+            self._layouts[shared] = self._build(shared)
+        return self._layouts[shared]
+
+    def _build(self, shared: bool) -> list[Chunk]:
+        lengths, offsets, attend, device = self.lengths, self.offsets, self.attend, self.device
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        short = [i for i in order if lengths[i] <= PACK_MAX_LEN] if len(lengths) > 1 else []
+        short = [i for i in order if lengths[i] <= PACK_MAX_LEN] if shared and len(lengths) > 1 else []
         if len(short) > 1 and len({lengths[i] for i in short}) > 1:  # equal lengths: mask-free rows are faster
             order = order[:len(order) - len(short)]
         else:
             short = []
         sorted_lengths = [lengths[i] for i in order]
-        self.chunks: list[Chunk] = []
+        chunks: list[Chunk] = []
         if short:
-            self.chunks.append(self._shared_rows(short, offsets, attend))
+            chunks.append(self._shared_rows(short, offsets, attend))
         for lo, hi in attention_chunks(sorted_lengths):
             idx = order[lo:hi]
             T = sorted_lengths[lo]
@@ -106,9 +125,9 @@ class AttentionPlan:
             gather = torch.where(valid, starts[:, None] + ar[None, :], starts[:, None])  # pads repeat token 0
             keys = valid if attend is None else ar[None, :] < torch.tensor([attend[i] for i in idx], device=device)[:, None]
             uniform = bool(valid.all()) and bool(keys.all())
-            self.chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), gather[valid], len(idx), T,
-                                     None if uniform else keys[:, None, None, :], bool(valid.all())))
-        self._masks: dict[tuple[bool, int | None], list[tuple[torch.Tensor | None, bool]]] = {}
+            chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), gather[valid], len(idx), T,
+                                None if uniform else keys[:, None, None, :], bool(valid.all())))
+        return chunks
 
     def _shared_rows(self, seqs: list[int], offsets: list[int], attend: list[int] | None) -> Chunk:
         """One chunk of rows, each holding several short sequences end to end (block-diagonal mask)."""
@@ -139,17 +158,19 @@ class AttentionPlan:
         return Chunk(gather_t, valid, gather_t[valid], len(rows), T, key_mask, bool(valid.all()),
                      (seg_t, torch.tensor(pos, device=dev).view(len(rows), T)))
 
-    def masks(self, causal: bool = False, window: int | None = None) -> list[tuple[torch.Tensor | None, bool]]:
-        """Per chunk, SDPA's ``(attn_mask, is_causal)``; built on first use and cached for the next layers.
+    def masks(self, causal: bool = False, window: int | None = None,
+              shared: bool = False) -> list[tuple[torch.Tensor | None, bool]]:
+        """Per chunk of :meth:`layout` (``shared``), SDPA's ``(attn_mask, is_causal)``; built on first use and
+        cached for the next layers.
 
         ``window``: each query sees the keys within ``window`` positions of it (both sides); when no
         sequence is longer than ``window + 1`` the band covers everything and this is full attention.
         """
         if window is not None and max(self.lengths, default=0) <= window + 1:
             window = None
-        key = (causal, window)
+        key = (shared, causal, window)
         if key not in self._masks:
-            self._masks[key] = [self._chunk_mask(chunk, causal, window) for chunk in self.chunks]
+            self._masks[key] = [self._chunk_mask(chunk, causal, window) for chunk in self.layout(shared)]
         return self._masks[key]
 
     def _chunk_mask(self, chunk: Chunk, causal: bool, window: int | None) -> tuple[torch.Tensor | None, bool]:
@@ -170,16 +191,18 @@ class AttentionPlan:
         return mask, causal
 
     def __repr__(self) -> str:
-        return f"AttentionPlan(seqs={len(self.lengths)}, tokens={self.num_tokens}, chunks={len(self.chunks)})"
+        return f"AttentionPlan(seqs={len(self.lengths)}, tokens={self.num_tokens})"
 
 
 def packed_attention(qkv: torch.Tensor, plan: AttentionPlan, num_heads: int, causal: bool = False,
-                     window: int | None = None, num_kv_heads: int | None = None) -> torch.Tensor:
+                     window: int | None = None, num_kv_heads: int | None = None,
+                     shared_rows: bool | None = None) -> torch.Tensor:
     """Full, causal or local-window (``window``) attention over packed sequences.
 
     :param qkv: ``(N, 3*C)``: the fused q, k, v projections of ``N`` tokens laid end to end; with
         ``num_kv_heads`` (grouped-query attention) ``(N, (H + 2*Hkv) * D)``, where q head ``j`` reads
         kv head ``j // (H / Hkv)`` (transformers' ``repeat_kv``): the kv heads are gathered once, not H / Hkv times.
+    :param shared_rows: short sequences share rows (:meth:`AttentionPlan.layout`); None: at bf16/fp16 only.
     :returns: ``(N, C)``. Padded keys are masked; padded queries are computed and dropped.
     """
     H = num_heads
@@ -188,12 +211,13 @@ def packed_attention(qkv: torch.Tensor, plan: AttentionPlan, num_heads: int, cau
         raise ValueError(f"num_heads={H} is not a multiple of num_kv_heads={Hkv}")
     N = qkv.shape[0]
     C = H * (qkv.shape[1] // (H + 2 * Hkv))
-    masks = plan.masks(causal, window)
-    if len(plan.chunks) == 1 and plan.chunks[0].B == 1 and plan.chunks[0].segments is None:  # one sequence: no gather
+    shared = qkv.dtype != torch.float32 if shared_rows is None else shared_rows
+    chunks, masks = plan.layout(shared), plan.masks(causal, window, shared)
+    if len(chunks) == 1 and chunks[0].B == 1 and chunks[0].segments is None:  # one sequence: no gather
         mask, is_causal = masks[0]
         return _sdpa(qkv.view(1, N, -1), H, Hkv, mask, is_causal).transpose(1, 2).reshape(N, C)
     out = torch.empty(N, C, dtype=qkv.dtype, device=qkv.device)
-    for chunk, (mask, is_causal) in zip(plan.chunks, masks):
+    for chunk, (mask, is_causal) in zip(chunks, masks):
         B, T = chunk.B, chunk.T
         y = _sdpa(qkv.index_select(0, chunk.gather).view(B, T, -1), H, Hkv, mask, is_causal)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B * T, C)

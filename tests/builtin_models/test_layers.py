@@ -58,21 +58,28 @@ def test_kernels_module_keeps_the_old_names():
 @pytest.mark.parametrize("window", [None, 3])
 @pytest.mark.parametrize("with_attend", [False, True])
 def test_shared_attention_rows_match_one_row_per_sequence(monkeypatch, causal, window, with_attend):
-    """Short sequences laid end to end in shared rows (block-diagonal mask) give each sequence's own attention."""
+    """Short sequences laid end to end in shared rows (block-diagonal mask, the bf16 layout) give each sequence
+    its own attention: the same as one row per sequence (PACK_MAX_LEN = 0)."""
     import poolkit.layers.attention as attention
 
     g = torch.Generator().manual_seed(0)
     lengths = [100, 47, 48, 49, 3, 3, 3, 1, 1, 60, 20, 14, 13, 5, 30, 2]
     attend = [max(1, n - 2) for n in lengths] if with_attend else None
-    qkv = torch.randn(sum(lengths), 3 * 2 * 4, generator=g)
+    qkv = torch.randn(sum(lengths), 3 * 2 * 4, generator=g)  # fp32, so the comparison is exact to fp32 rounding
     shared = attention.AttentionPlan(lengths, attend=attend)
-    assert any(c.segments is not None for c in shared.chunks)
-    got = attention.packed_attention(qkv, shared, 2, causal=causal, window=window)
+    assert any(c.segments is not None for c in shared.layout(shared=True))
+    got = attention.packed_attention(qkv, shared, 2, causal=causal, window=window, shared_rows=True)
     monkeypatch.setattr(attention, "PACK_MAX_LEN", 0)
     alone = attention.AttentionPlan(lengths, attend=attend)
-    assert all(c.segments is None for c in alone.chunks)
-    want = attention.packed_attention(qkv, alone, 2, causal=causal, window=window)
+    assert all(c.segments is None for c in alone.layout(shared=True))
+    want = attention.packed_attention(qkv, alone, 2, causal=causal, window=window, shared_rows=True)
     assert (got - want).abs().max().item() <= 1e-6
+
+
+def test_fp32_keeps_one_row_per_sequence_and_bf16_shares():
+    plan = AttentionPlan([40, 30, 12, 5])
+    assert all(c.segments is None for c in plan.layout(shared=False)) and plan.chunks is plan.layout(shared=False)
+    assert any(c.segments is not None for c in plan.layout(shared=True))
 
 
 def test_pack_rows_fills_rows_up_to_capacity():
