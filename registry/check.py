@@ -116,6 +116,7 @@ def _check_architecture(entry: Entry, cls: type, base: type) -> tuple[list[str],
         deprecation = (f"{_describe(cls)} is not a subclass of poolkit.PoolingModel (the deprecated model "
                        f"contract): subclass it and take one poolkit.ModelInit, __init__(self, init)")
     problems += _task_names_problems(cls, "supported_tasks")
+    problems += _quantizations_problems(cls)
     if entry.meta.get("fallback") and not callable(getattr(cls, "accepts", None)):
         problems.append("registered with fallback=True but has no accepts(config) classmethod")
     return problems, deprecation
@@ -163,6 +164,19 @@ def _task_names_problems(cls: type, attr: str) -> list[str]:
     except TypeError:
         ok = False
     return [] if ok else [f"{attr} must be task names, got {tasks!r}"]
+
+
+def _quantizations_problems(cls: type) -> list[str]:
+    from poolkit.layers.quantized import QUANTIZATIONS
+
+    names = getattr(cls, "supported_quantizations", ())
+    if isinstance(names, str):
+        return [f"supported_quantizations is the string {names!r}, not a tuple (a missing comma?)"]
+    try:
+        unknown = [q for q in names if q not in QUANTIZATIONS]
+    except TypeError:
+        return [f"supported_quantizations must be a tuple of names, got {names!r}"]
+    return [f"supported_quantizations names {unknown}; poolkit knows {list(QUANTIZATIONS)}"] if unknown else []
 
 
 def _load(target: str) -> Any:

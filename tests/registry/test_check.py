@@ -113,6 +113,14 @@ class ModelWithStringTasks(GoodModel):
     supported_tasks = ("embed")  # noqa: UP034  (the missing comma is the bug under test)
 
 
+class ModelWithStringQuantization(GoodModel):
+    supported_quantizations = ("int8")  # noqa: UP034  (the missing comma is the bug under test)
+
+
+class ModelWithUnknownQuantization(GoodModel):
+    supported_quantizations = ("int4",)
+
+
 class NotAPool:
     supported_tasks = frozenset({"embed"})
 
@@ -154,6 +162,8 @@ def not_a_class():
     ("architectures", "BadArch", NotAModel, "NotAModel is not a subclass of poolkit.PoolingModel and has no forward"),
     ("architectures", "BadArch", ModelWithoutForward, "does not implement forward(batch)"),
     ("architectures", "BadArch", ModelWithStringTasks, "supported_tasks is the string 'embed', not a tuple"),
+    ("architectures", "BadArch", ModelWithStringQuantization, "supported_quantizations is the string 'int8'"),
+    ("architectures", "BadArch", ModelWithUnknownQuantization, "supported_quantizations names ['int4']"),
     ("poolers", "BAD", NotAPool, "NotAPool is not a subclass of poolkit.PoolingMethod"),
     ("poolers", "BAD", PoolWithoutTasks, "declares no supported_tasks"),
     ("tasks", "bad_task", TaskWithoutPool, "does not implement pool(hidden, batch, params)"),
