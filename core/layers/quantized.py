@@ -1,11 +1,13 @@
-"""``Int8Linear``: the opt-in int8 linear (``Engine(quantization="int8")``), oneDNN's s8 x s8 matmul on CPU.
+"""``Int8Linear``: the opt-in int8 linear (``Engine(quantization="int8")``), oneDNN's u8 x s8 matmul on CPU.
 
-Weights are quantized once, symmetrically per output channel (``W ~ s_w[o] * W_q[o, :]``);
-activations dynamically per token (``x ~ s_x[n] * x_q[n, :]``, each row's own absolute maximum),
-so one outlier token does not coarsen the others. The matmul is oneDNN's int8 linear
+Weights are quantized once, symmetrically per output channel (``W ~ s_w[o] * W_q[o, :]``), after
+SmoothQuant's migration of activation outliers into them (:meth:`Int8Linear.finalize`);
+activations dynamically and asymmetrically per token (``x ~ s[n] * x_u[n, :] - o[n]``, from each
+row's own minimum and maximum), so one outlier token does not coarsen the others and a text's
+vector does not depend on its batch. The matmul is oneDNN's int8 linear
 (``onednn.qlinear_prepack`` / ``onednn.qlinear_pointwise``, the kernels PyTorch's x86 quantization
-lowers to: VNNI / AMX-int8), which applies ``s_w``; the per-token ``s_x``, the bias and the
-activation are one epilogue, since the kernel takes only one activation scale per tensor.
+lowers to: VNNI / AMX-int8), which applies ``s_w``; the per-token scale and zero point, the bias and
+the activation are one epilogue, since the kernel takes only one activation scale per tensor.
 
 Quantizing a row and the epilogue are memory-bound passes that eager torch would split into five;
 they are compiled with ``torch.compile`` (inductor's C++ backend) when it works here, else they run
@@ -138,7 +140,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous(), persistent=False)
         self.register_buffer("x_absmax", torch.zeros(self.in_features), persistent=False)
         self.packed: torch.Tensor | None = None
-        # the kernel's own output: bf16 halves the epilogue's reads where the result is bf16 anyway
+        # the kernel's own output stays fp32: the zero point's share is subtracted afterwards, and the small
+        # difference of two large terms would lose its digits in bf16 (measured: top-10 agreement 0.972 vs 0.973)
         self.mm_dtype = torch.float32
 
     def finalize(self, alpha: float = 0.5) -> None:
