@@ -66,7 +66,7 @@ class Chunk(NamedTuple):
 
     gather: torch.Tensor  # (B*T,) packed row of each padded slot; pads repeat the sequence's token 0
     valid: torch.Tensor  # (B*T,) bool: a real token
-    rows: torch.Tensor  # (n,) packed rows of the real tokens, in padded order
+    rows: torch.Tensor  # (B*T,) packed row each slot's output goes to; pads go to a spare row (num_tokens)
     B: int
     T: int
     key_mask: torch.Tensor | None  # (B, 1, 1, T) bool, None when every slot is a key
@@ -125,7 +125,8 @@ class AttentionPlan:
             gather = torch.where(valid, starts[:, None] + ar[None, :], starts[:, None])  # pads repeat token 0
             keys = valid if attend is None else ar[None, :] < torch.tensor([attend[i] for i in idx], device=device)[:, None]
             uniform = bool(valid.all()) and bool(keys.all())
-            chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), gather[valid], len(idx), T,
+            rows = torch.where(valid, gather, self.num_tokens).reshape(-1)
+            chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), rows, len(idx), T,
                                 None if uniform else keys[:, None, None, :], bool(valid.all())))
         return chunks
 
@@ -155,7 +156,8 @@ class AttentionPlan:
         valid = seg_t.reshape(-1) >= 0
         same = seg_t[:, :, None] == seg_t[:, None, :]  # (B, T, T)
         key_mask = (same & torch.tensor(key, device=dev).view(len(rows), 1, T))[:, None]  # (B, 1, T, T)
-        return Chunk(gather_t, valid, gather_t[valid], len(rows), T, key_mask, bool(valid.all()),
+        return Chunk(gather_t, valid, torch.where(valid, gather_t, self.num_tokens), len(rows), T, key_mask,
+                     bool(valid.all()),
                      (seg_t, torch.tensor(pos, device=dev).view(len(rows), T)))
 
     def masks(self, causal: bool = False, window: int | None = None,
@@ -216,13 +218,12 @@ def packed_attention(qkv: torch.Tensor, plan: AttentionPlan, num_heads: int, cau
     if len(chunks) == 1 and chunks[0].B == 1 and chunks[0].segments is None:  # one sequence: no gather
         mask, is_causal = masks[0]
         return _sdpa(qkv.view(1, N, -1), H, Hkv, mask, is_causal).transpose(1, 2).reshape(N, C)
-    out = torch.empty(N, C, dtype=qkv.dtype, device=qkv.device)
+    out = torch.empty(N + 1, C, dtype=qkv.dtype, device=qkv.device)  # + a spare row the padded queries land in
     for chunk, (mask, is_causal) in zip(chunks, masks):
         B, T = chunk.B, chunk.T
         y = _sdpa(qkv.index_select(0, chunk.gather).view(B, T, -1), H, Hkv, mask, is_causal)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B * T, C)
-        out.index_copy_(0, chunk.rows, y if chunk.full else y[chunk.valid])
-    return out
+        out.index_copy_(0, chunk.rows, y.transpose(1, 2).reshape(B * T, C))
+    return out[:N]
 
 
 def _sdpa(x: torch.Tensor, H: int, Hkv: int, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
