@@ -13,7 +13,7 @@ At bf16/fp16, short sequences (up to :data:`PACK_MAX_LEN` tokens) are not padded
 are laid end to end in one row of up to :data:`PACK_ROW` slots, with a block-diagonal mask (at fp32
 SDPA's masked rows cost more than the padding they save, so fp32 keeps one row each). SDPA's CPU kernel
 costs about the same per row of 12 tokens as per row of 96 (its work is per head and row, not per
-FLOP, at these sizes), so mixed 3-30 token texts, which dominate real traffic, run 1.4-1.8x faster there
+FLOP, at these sizes), so mixed 3-48 token texts, which dominate real traffic, run 1.2-1.5x faster there
 (short sequences all of one length keep one mask-free row each, which is faster still)
 (``python bench/kernels_micro.py``, its shared-rows table).
 
@@ -65,12 +65,10 @@ class Chunk(NamedTuple):
     """``B`` sequences padded to ``T`` tokens: the gather that pads them and the rows that unpad them."""
 
     gather: torch.Tensor  # (B*T,) packed row of each padded slot; pads repeat the sequence's token 0
-    valid: torch.Tensor  # (B*T,) bool: a real token
     rows: torch.Tensor  # (B*T,) packed row each slot's output goes to; pads go to a spare row (num_tokens)
     B: int
     T: int
     key_mask: torch.Tensor | None  # (B, 1, 1, T) bool, None when every slot is a key
-    full: bool = True  # no slot is padding (then the output needs no unpadding)
     segments: tuple[torch.Tensor, torch.Tensor] | None = None  # rows shared by sequences: (B, T) sequence
     # of each slot (-1: padding) and its position in that sequence; key_mask is then (B, 1, T, T)
 
@@ -126,8 +124,7 @@ class AttentionPlan:
             keys = valid if attend is None else ar[None, :] < torch.tensor([attend[i] for i in idx], device=device)[:, None]
             uniform = bool(valid.all()) and bool(keys.all())
             rows = torch.where(valid, gather, self.num_tokens).reshape(-1)
-            chunks.append(Chunk(gather.reshape(-1), valid.reshape(-1), rows, len(idx), T,
-                                None if uniform else keys[:, None, None, :], bool(valid.all())))
+            chunks.append(Chunk(gather.reshape(-1), rows, len(idx), T, None if uniform else keys[:, None, None, :]))
         return chunks
 
     def _shared_rows(self, seqs: list[int], offsets: list[int], attend: list[int] | None) -> Chunk:
@@ -156,8 +153,7 @@ class AttentionPlan:
         valid = seg_t.reshape(-1) >= 0
         same = seg_t[:, :, None] == seg_t[:, None, :]  # (B, T, T)
         key_mask = (same & torch.tensor(key, device=dev).view(len(rows), 1, T))[:, None]  # (B, 1, T, T)
-        return Chunk(gather_t, valid, torch.where(valid, gather_t, self.num_tokens), len(rows), T, key_mask,
-                     bool(valid.all()),
+        return Chunk(gather_t, torch.where(valid, gather_t, self.num_tokens), len(rows), T, key_mask,
                      (seg_t, torch.tensor(pos, device=dev).view(len(rows), T)))
 
     def masks(self, causal: bool = False, window: int | None = None,

@@ -104,6 +104,7 @@ def test_compiled_and_eager_int8_agree(monkeypatch):
     layer = Int8Linear(w, torch.zeros(64), act="gelu", out_dtype=torch.float32)
     calibrate(layer, lambda: layer(x))
     compiled = layer(x)
+    assert q._quantize_rows.compiled is not None and q._quantize_rows.enabled  # the compiled path ran
     monkeypatch.setattr(q, "_quantize_rows", q.quantize_rows)
     monkeypatch.setattr(q, "_epilogue", q.epilogue)
     eager = layer(x)
