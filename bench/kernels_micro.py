@@ -1,12 +1,15 @@
 """Microbenchmarks behind docs/performance.md: linear kernels and attention on the MiniLM shapes.
 
     python bench/kernels_micro.py            # all tables, ~1 minute on 2 cores
+    python bench/kernels_micro.py --int8     # the int8 table only (compiles its passes first: ~20 s)
 
 Linear: oneDNN prepacked (what poolkit's FastLinear uses) vs torch's default F.linear, fp32 and bf16.
 Attention: CPU SDPA vs a plain matmul/softmax/matmul, fp32 and bf16, B x 12 heads x T x 32.
 Shared rows: ~4,000 tokens of sequences of random lengths in a range, through poolkit's ``packed_attention``,
 bf16 and fp32, one sequence per row vs short sequences sharing rows of up to 96 slots (``shared_rows=True``;
 poolkit shares them at bf16 only).
+Int8 (``--int8``): per linear of MiniLM's int8 layers at 4,096 tokens, poolkit's bf16 ``FastLinear`` against
+``Int8Linear`` whole and its three steps (per-token quantization, oneDNN's u8 x s8 GEMM, the epilogue).
 """
 
 from __future__ import annotations
@@ -77,8 +80,40 @@ def shared_rows_table() -> None:
             print(f"{name:<9} lengths {lo}-{hi:<4}             {row[0]:9.2f}  {row[1]:12.2f}")
 
 
+def int8_table() -> None:
+    import poolkit.layers.quantized as quantized
+    from poolkit.layers import FastLinear
+
+    print("\nint8, M=4096, ms          bf16 FastLinear   Int8Linear  = quantize +   GEMM + epilogue")
+    M = 4096
+    for K, N, act in ((384, 1152, None), (384, 384, None), (384, 1536, "gelu")):
+        w, b = torch.randn(N, K) * 0.05, torch.randn(N) * 0.1
+        x = torch.randn(M, K)
+        int8 = quantized.Int8Linear(w, b, act, torch.bfloat16)
+        with torch.inference_mode():
+            int8(x[:256])  # calibration rows
+            int8.finalize()
+            bf16 = FastLinear(w, b, act, torch.bfloat16, keep_dtype=True)
+            xb = x.bfloat16()
+            x_u, s, o = quantized._quantize_rows(xb, int8.inv_m)
+
+            def gemm():
+                return torch.ops.onednn.qlinear_pointwise(x_u, 1.0, 0, int8.packed, int8.w_scale, int8.w_zero, None,
+                                                          1.0, 0, torch.float32, "none", [], "")
+            y = gemm()
+            row = [timed(lambda: bf16(xb)), timed(lambda: int8(xb)), timed(lambda: quantized._quantize_rows(xb, int8.inv_m)),
+                   timed(gemm), timed(lambda: quantized._epilogue(y, s, o, int8.w_sum, int8.bias, act, torch.bfloat16))]
+        name = f"{K}x{N}" + (f" {act}" if act else "")
+        print(f"{name:<22} " + "  ".join(f"{1e3 * t:9.2f}" for t in row))
+
+
 if __name__ == "__main__":
+    import sys
+
     torch.manual_seed(0)
+    if "--int8" in sys.argv:
+        int8_table()
+        sys.exit()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     linear_table()
     attention_table()
