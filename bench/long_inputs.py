@@ -9,18 +9,7 @@ Medians of 5 runs, 2 threads.
 
 from __future__ import annotations
 
-import statistics
-import time
-
-
-def p50(fn, n: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def main() -> None:
@@ -34,8 +23,8 @@ def main() -> None:
     print(f"{'characters':>12} {'embed s':>9} {'whole tokenize s':>17}")
     for size in (5_000, 50_000, 250_000, 1_250_000):
         doc = (base * (size // len(base) + 1))[:size]
-        embed = p50(lambda: engine.embed([doc]))
-        whole = p50(lambda: engine.tokenizer(doc, truncation=True, max_length=engine.max_model_len))
+        embed = median_seconds(lambda: engine.embed([doc]), 5, warmup=1)
+        whole = median_seconds(lambda: engine.tokenizer(doc, truncation=True, max_length=engine.max_model_len), 5, warmup=1)
         print(f"{size:>12,} {embed:>9.3f} {whole:>17.3f}", flush=True)
 
 

