@@ -10,10 +10,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the Engine accepts them too
+
+# One exit status per kind of failure, the same in every subcommand.
+EXIT_FAILURE = 1  # the command ran and failed: a model that cannot load, a port in use, a job that produced nothing
+EXIT_USAGE = 2  # the command line or its input is wrong (argparse's own status): a bad flag or value, a missing
+#                 input, an output that exists; reported before any model loads
+
+
+def bounded_int(low: int, high: int | None = None) -> Any:
+    """An argparse ``type`` for an integer in ``[low, high]``: a bad value is argparse's usage error naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def bounded_float(low: float, high: float | None = None) -> Any:
+    """An argparse ``type`` for a finite number in ``[low, high]``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            span = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
