@@ -213,6 +213,17 @@ class ModelConfig:
         return cls(model, path, _hf_config(path, raw, trust_remote_code), SentenceTransformersConfig.read(path),
                    hf_overrides=dict(hf_overrides or {}))
 
+    def load_tokenizer(self, trust_remote_code: bool = False) -> Any:
+        """The checkpoint's tokenizer (``AutoTokenizer``). For a model type transformers does not know (a
+        plugin's), it is handed this config: left to itself, transformers would read config.json again into a
+        base config and log "You are using a model of type X to instantiate a model of type ..." on every load."""
+        from transformers import AutoTokenizer, PretrainedConfig
+
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if type(self.hf_config) is PretrainedConfig:  # _hf_config's plain config: the type is unknown to transformers
+            kwargs["config"] = self.hf_config
+        return AutoTokenizer.from_pretrained(self.path, **kwargs)
+
     @property
     def architectures(self) -> list[str]:
         return list(getattr(self.hf_config, "architectures", None) or [])

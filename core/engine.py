@@ -120,15 +120,13 @@ class Engine:
         hf = self.model_config.hf_config
         tasks = served_tasks(self.architecture, model_cls.tasks_for(hf), convert, model_cls.is_generative)
 
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_config.path, trust_remote_code=trust_remote_code)
+        self.tokenizer = self.model_config.load_tokenizer(trust_remote_code)
         model_cls.prepare_config(hf, self.tokenizer)  # a family that needs the tokenizer to read its config
         bound_kernel_caches()  # before oneDNN's first use: memory stays flat over many batch shapes
         self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels, self.tokenizer,
                                  self.quantization)
         self.image_processor = None  # a model with a vision tower reads images with the checkpoint's own processor
-        if self.accepts_images and (self.model_config.path / "preprocessor_config.json").is_file():
+        if self.accepts_images:
             self.image_processor = load_image_processor(self.model_config.path)
 
         st = self.model_config.st
@@ -283,8 +281,8 @@ class Engine:
             raise InvalidRequestError(f"Model {name} does not accept images (prompt {images[0]} is an image); "
                                       f"it embeds text only", "input")
         if self.image_processor is None:
-            raise InvalidRequestError(f"Model {name} has no image processor (preprocessor_config.json), so it "
-                                      f"cannot read images", "input")
+            raise InvalidRequestError(f"Model {name} has no image processor (preprocessor_config.json, or "
+                                      f"processor_config.json's image_processor), so it cannot read images", "input")
         if task != "embed":
             raise InvalidRequestError(f"Images are embedded with the embed task; {task!r} takes text only", "task")
         out: list[Any] = [None] * len(items)

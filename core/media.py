@@ -174,13 +174,26 @@ def _fetch(url: str, policy: MediaPolicy, index: int) -> bytes:
 
 
 def load_image_processor(model_dir: str | Path) -> Any:
-    """The checkpoint's image processor (``preprocessor_config.json``) on transformers' Pillow backend."""
+    """The checkpoint's image processor on transformers' Pillow backend, or None when it has none.
+
+    transformers' own ``AutoImageProcessor`` finds it, so both layouts are read: ``preprocessor_config.json``
+    (transformers 4) and the ``image_processor`` of ``processor_config.json`` (what transformers 5's
+    ``CLIPProcessor.save_pretrained`` writes). It raises OSError when the directory has neither.
+    """
     import transformers
     from transformers import AutoImageProcessor
 
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        return AutoImageProcessor.from_pretrained(str(model_dir), backend="pil")
-    return AutoImageProcessor.from_pretrained(str(model_dir), use_fast=False)  # transformers 4: the PIL/numpy class
+    kwargs: dict[str, Any] = {"backend": "pil"}  # transformers 5
+    if int(transformers.__version__.split(".")[0]) < 5:
+        kwargs = {"use_fast": False}  # transformers 4: the PIL/numpy class
+    try:
+        return AutoImageProcessor.from_pretrained(str(model_dir), **kwargs)
+    except OSError:
+        from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
+
+        if any((Path(model_dir) / name).is_file() for name in (IMAGE_PROCESSOR_NAME, PROCESSOR_NAME)):
+            raise  # there is one, and it is broken: say so when the model loads
+        return None  # no image processor at all: the model reads text only
 
 
 def preprocess_image(processor: Any, image: Any, index: int = 0) -> Any:

@@ -211,8 +211,8 @@ class plugin_parts:  # noqa: N801 (used like a function: ``with plugin_parts(...
                     raise ValueError(f"unknown kind of part {kind!r}; kinds: {sorted(host.registries)}")
                 for name, obj in parts.items():
                     registry = host.registry(kind)
-                    if name in registry.entries or name in registry.conflicts:  # never displace a real part
-                        owner = registry.entries[name].plugin.label if name in registry.entries else "two plugins"
+                    if name in registry.entries:  # never displace a real part
+                        owner = registry.entries[name].plugin.label
                         raise ValueError(f"{kind} {name!r} is already registered by {owner}; pick another name")
                     if not isinstance(obj, str):
                         attr = f"part_{len(self.added)}"
@@ -241,13 +241,25 @@ class plugin_parts:  # noqa: N801 (used like a function: ``with plugin_parts(...
 
 
 def install_distribution(src: str | Path, target: str | Path) -> Path:
-    """``pip install --no-deps --no-build-isolation --target target src``: a plugin's distribution, installed
-    for real (its metadata and entry points included) into a directory of its own."""
+    """Install a plugin's distribution for real (its metadata and entry points included) into ``target``,
+    a directory of its own: ``pip install --no-index --no-deps --no-build-isolation --target target src``.
+
+    ``src`` is a local path only: a project directory (``pyproject.toml`` or ``setup.py``), a wheel or an
+    sdist. Anything else, a bare name like ``"my-plugin"`` included, is a ValueError before pip runs, and
+    pip never consults a package index (``--no-index``), so a typo cannot install an unrelated package.
+    """
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(src)], check=True)
+    path = Path(src).expanduser()
+    project = path.is_dir() and ((path / "pyproject.toml").is_file() or (path / "setup.py").is_file())
+    archive = path.is_file() and path.name.endswith((".whl", ".tar.gz", ".zip"))
+    if not (project or archive):
+        raise ValueError(f"install_distribution({str(src)!r}): not a local project directory (with pyproject.toml "
+                         f"or setup.py), wheel or sdist. It installs local paths only, never from a package "
+                         f"index: pass the path of your plugin's source, e.g. Path(__file__).parent.parent")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(path.resolve())], check=True)
     return Path(target)
 
 

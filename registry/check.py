@@ -3,8 +3,10 @@
 Listing plugins never imports a target; these functions do, on request:
 
 - :func:`check_plugins`: one dict ``{"plugin", "distribution", "kind", "name", "target", "problem"}``
-  per broken part (a target that does not import, a class of the wrong kind, a declaration missing)
-  and per plugin that failed to load (``kind`` and ``name`` None, unless a hook of that kind raised).
+  per broken part (a target that does not import, a class of the wrong kind, a declaration missing),
+  per plugin that failed to load (``kind`` and ``name`` None, unless a hook of that kind raised), per
+  part ignored because an earlier plugin registered its name (a conflict: the row is the ignored
+  part's), and per name in ``POOLKIT_PLUGINS`` that no installed plugin has (``distribution`` None).
   An empty list means every part would load.
 - :func:`deprecated_parts`: the same dicts for parts that work but use a deprecated contract (an
   architecture that is not a :class:`poolkit.PoolingModel` built from one ``ModelInit``); the
@@ -63,6 +65,18 @@ def _inspect(host: PluginHost) -> tuple[list[dict[str, Any]], list[dict[str, Any
         stage = f"raised in {p.failed_in}" if p.failed_in else "failed to load"
         broken.append({"plugin": p.name, "distribution": p.dist, "kind": hook_kinds.get(p.failed_in or ""),
                        "name": None, "target": p.value, "problem": f"{stage}: {p.error}"})
+    for name in host.unknown_selected:
+        broken.append({"plugin": name, "distribution": None, "kind": None, "name": None, "target": None,
+                       "problem": "POOLKIT_PLUGINS names it, but no installed plugin has this entry-point or "
+                                  "distribution name: it selects nothing ('poolkit plugins' lists the installed ones)"})
+    for kind in KINDS:
+        registry = host.registry(kind)
+        for name, (winner, *ignored) in sorted(registry.conflicts.items()):
+            for entry in ignored:
+                broken.append({"plugin": entry.plugin.name, "distribution": entry.plugin.dist, "kind": kind,
+                               "name": name, "target": entry.target,
+                               "problem": f"conflict: {winner.plugin.short_label} registers {name!r} too and "
+                                          f"wins, as the first loaded; this part is ignored"})
     deprecated: list[dict[str, Any]] = []
     for kind in KINDS:
         registry = host.registry(kind)

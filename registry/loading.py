@@ -74,10 +74,16 @@ class PluginInfo:
     error: str | None = None
     failed_in: str | None = None
     """The hook that raised (``register_poolers``...), or None when the import itself failed."""
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    """Parts it registered under a name an earlier plugin has: kind -> names, ignored (the earlier one wins)."""
 
     @property
     def label(self) -> str:
         return f"plugin '{self.name}' (distribution {self.dist} {self.version}, entry point {self.value})"
+
+    @property
+    def short_label(self) -> str:
+        return f"plugin '{self.name}' (distribution {self.dist} {self.version})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +94,7 @@ class PluginInfo:
             "builtin": self.dist == "poolkit",
             "hooks": self.hooks,
             "registered": self.registered,
+            "conflicts": self.conflicts,
             "error": self.error,
         }
 
@@ -118,28 +125,29 @@ class Entry:
 
 
 class Registry:
-    """Name -> Entry for one kind of part. Duplicate names are kept as conflicts, never overwritten."""
+    """Name -> Entry for one kind of part. A name registered again keeps its first owner: the later
+    entries are kept in ``conflicts`` (``name -> [winner, ignored, ...]``) for ``poolkit plugins --check``."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.entries: dict[str, Entry] = {}
         self.conflicts: dict[str, list[Entry]] = {}
 
-    def add(self, entry: Entry) -> None:
-        previous = self.entries.get(entry.name) or (self.conflicts.get(entry.name) or [None])[0]
-        if previous is None:
+    def add(self, entry: Entry) -> Entry | None:
+        """Register ``entry``; if its name is taken, record the conflict and return the entry that keeps it."""
+        winner = self.entries.get(entry.name)
+        if winner is None:
             self.entries[entry.name] = entry
-            return
-        self.entries.pop(entry.name, None)
-        self.conflicts.setdefault(entry.name, [previous]).append(entry)
-        raise RegistryConflictError(self._conflict_message(entry.name))
+            return None
+        self.conflicts.setdefault(entry.name, [winner]).append(entry)
+        return winner
 
-    def _conflict_message(self, name: str) -> str:
-        owners = " and ".join(e.plugin.label for e in self.conflicts[name])
-        return (
-            f"{_title(KINDS[self.kind][2])} '{name}' is registered by both {owners}. "
-            f"Uninstall one, or choose with POOLKIT_PLUGINS."
-        )
+    def conflict_message(self, name: str, ignored: Entry) -> str:
+        """One line: the part, both plugins and distributions, which one wins and what to do."""
+        winner = self.entries[name]
+        return (f"{KINDS[self.kind][2]} '{name}' is registered by both {winner.plugin.short_label} and "
+                f"{ignored.plugin.short_label}; the first loaded, plugin '{winner.plugin.name}', wins (built-ins "
+                f"load first, then by distribution name). Uninstall one, or leave one out with POOLKIT_PLUGINS.")
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -148,8 +156,6 @@ class Registry:
         return name in self.entries
 
     def get(self, name: str) -> Entry:
-        if name in self.conflicts:
-            raise RegistryConflictError(self._conflict_message(name))
         try:
             return self.entries[name]
         except KeyError:
@@ -167,13 +173,17 @@ def _title(what: str) -> str:
     return what[0].upper() + what[1:]  # "IO processor", not "Io processor"
 
 
-def _allowed(names: tuple[str, ...]) -> bool:
-    """``POOLKIT_PLUGINS``: unset = all, ``""`` = none, else a comma list of entry-point or dist names."""
+def _selection() -> set[str] | None:
+    """``POOLKIT_PLUGINS``: unset = all (None), ``""`` = none, else a comma list of entry-point or dist names."""
     spec = os.environ.get("POOLKIT_PLUGINS")
     if spec is None:
-        return True
-    wanted = {s.strip() for s in spec.split(",") if s.strip()}
-    return any(n in wanted for n in names)
+        return None
+    return {_normalize(s) for s in spec.split(",") if s.strip()}
+
+
+def _normalize(name: str) -> str:
+    """A name as POOLKIT_PLUGINS compares it: distribution names the PEP 503 way (``My_Plugin`` = ``my-plugin``)."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 class PluginHost:
@@ -184,6 +194,8 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.registries = {kind: Registry(kind) for kind in KINDS}
+        self.unknown_selected: list[str] = []
+        """Names in POOLKIT_PLUGINS that are no installed plugin's entry-point or distribution name."""
         self._loaded = False
         self._lock = threading.RLock()
 
@@ -216,14 +228,22 @@ class PluginHost:
             return self
 
     def _entry_points(self) -> list[Any]:
-        seen, eps = set(), []
+        wanted = _selection()
+        seen, eps, installed = set(), [], set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist, _version = _dist_of(ep)
+            names = {_normalize(ep.name), _normalize(dist)}
+            installed |= names
             key = (dist, ep.name)  # one dist-info seen twice (lib64 -> lib symlinks) loads once
-            if key in seen or not _allowed((ep.name, dist)):
+            if key in seen or (wanted is not None and not names & wanted):
                 continue
             seen.add(key)
             eps.append(ep)
+        self.unknown_selected = sorted((wanted or set()) - installed)
+        if self.unknown_selected:
+            self._warn(f"POOLKIT_PLUGINS names {', '.join(map(repr, self.unknown_selected))}, which no installed "
+                       f"plugin is (neither an entry-point nor a distribution name; 'poolkit plugins' lists them): "
+                       f"it selects nothing.", PluginLoadError)
         # built-ins first so that conflicts always name the third-party plugin second
         return sorted(eps, key=lambda ep: (_dist_of(ep)[0] != "poolkit", _dist_of(ep)[0], ep.name))
 
@@ -231,8 +251,9 @@ class PluginHost:
         """Call ``plugin``'s hooks through pluggy, leaving every other plugin out of the call.
 
         One plugin at a time, so that a failure is attributed to it and isolated: a hook that raises
-        rolls back everything the plugin registered and skips the rest of its hooks. A name another
-        plugin registered too is kept on both sides as a conflict, so that lookups name the two.
+        rolls back everything the plugin registered and skips the rest of its hooks. A name an earlier
+        plugin registered keeps that plugin's part; the conflict is one warning line and a
+        ``poolkit plugins --check`` problem.
         """
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         implemented = {caller.name for caller in self.pm.get_hookcallers(plugin) or ()}
@@ -244,9 +265,6 @@ class PluginHost:
             hook = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
             try:
                 hook(**self._hook_kwargs(hook_name, self._register_callback(kind, info, added)))
-            except RegistryConflictError as exc:
-                info.failed_in = hook_name
-                self._fail(info, f"raised in {hook_name}", exc)
             except Exception as exc:
                 self._roll_back(info)
                 self.pm.unregister(plugin)
@@ -257,19 +275,18 @@ class PluginHost:
             info.registered.setdefault(entry.kind, []).append(entry.name)
 
     def _roll_back(self, info: PluginInfo) -> None:
-        """Remove every part ``info``'s plugin registered; a name it made a conflict goes back to the other owner."""
+        """Remove every part ``info``'s plugin registered, and the conflicts it made (plugins load one after
+        another, so the plugin rolled back is the last loaded: it never owns a name another plugin also has)."""
+        info.conflicts.clear()
         for registry in self.registries.values():
             for name in [n for n, e in registry.entries.items() if e.plugin is info]:
                 del registry.entries[name]
             for name, owners in list(registry.conflicts.items()):
                 rest = [e for e in owners if e.plugin is not info]
-                if len(rest) == len(owners):
-                    continue
                 if len(rest) > 1:
                     registry.conflicts[name] = rest
                 else:
                     del registry.conflicts[name]
-                    registry.entries.update({name: e for e in rest})
 
     def _hook_kwargs(self, hook_name: str, register: Any) -> dict[str, Any]:
         """Every argument of the ``register_*`` hooks; pluggy passes each hookimpl only those it declares."""
@@ -294,8 +311,12 @@ class PluginHost:
                 if isinstance(tasks, str) or not all(isinstance(t, str) for t in meta["tasks"]):
                     raise TypeError(f"register({name!r}, ..., tasks=...) needs a list of task names, got {tasks!r}")
             entry = Entry(kind, name, target, info, meta)
-            self.registries[kind].add(entry)
-            added.append(entry)
+            registry = self.registries[kind]
+            if registry.add(entry) is None:
+                added.append(entry)
+                return
+            info.conflicts.setdefault(kind, []).append(name)
+            self._warn(registry.conflict_message(name, entry), RegistryConflictError)
 
         return register
 
@@ -309,6 +330,13 @@ class PluginHost:
             raise PluginLoadError(message) from exc
         logger.warning("%s", message.removeprefix("poolkit: "), exc_info=exc)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _warn(self, message: str, error: type[Exception]) -> None:
+        """One line on the ``poolkit.registry`` logger for a selection or conflict problem, no traceback
+        (``poolkit plugins --check`` lists them all and fails); ``error`` instead under POOLKIT_STRICT_PLUGINS=1."""
+        if os.environ.get("POOLKIT_STRICT_PLUGINS") == "1":
+            raise error(message)
+        logger.warning("poolkit: %s", message)
 
     # --- lookups ------------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                          "--check imports every registered part instead and prints the broken "
                                          "ones (JSON, [] when all is well; one line each on stderr): a plugin "
                                          "that failed to load, a target that does not import or resolve, an "
-                                         "object of the wrong kind. It exits 1 if there are any.")
+                                         "object of the wrong kind, a name two plugins register (the first "
+                                         "loaded wins), a name in POOLKIT_PLUGINS that no plugin has. It exits "
+                                         "1 if there are any.")
     plugins.add_argument("--third-party", action="store_true", help="only plugins from other distributions")
     plugins.add_argument("--hook", help="only plugins implementing HOOK, e.g. register_architectures")
     plugins.add_argument("--strict", action="store_true", help="exit 1 if any plugin failed to load")
@@ -52,12 +54,14 @@ def check(rows: list[dict[str, Any]], *, filtered: bool) -> int:
     from poolkit.registry.check import check_plugins  # imports every part: only when asked
 
     problems = check_plugins()
-    if filtered:
+    if filtered:  # the selected plugins' problems, and the names in POOLKIT_PLUGINS that select nothing
         selected = {r["name"] for r in rows}
-        problems = [p for p in problems if p["plugin"] in selected]
+        problems = [p for p in problems if p["plugin"] in selected or p["distribution"] is None]
     print(json.dumps(problems, indent=2))
     for p in problems:
-        if p["name"] is None:  # the plugin itself: its entry point did not load, or a hook raised
+        if p["distribution"] is None:  # a name in POOLKIT_PLUGINS that is no plugin
+            what = f"POOLKIT_PLUGINS name {p['plugin']!r}"
+        elif p["name"] is None:  # the plugin itself: its entry point did not load, or a hook raised
             what = f"plugin {p['plugin']!r} ({p['distribution']}, entry point {p['target']!r})"
         else:
             what = f"{p['kind']} {p['name']!r} of plugin {p['plugin']!r} ({p['distribution']}, target {p['target']!r})"
