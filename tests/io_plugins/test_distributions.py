@@ -96,6 +96,17 @@ def test_example_plugin_is_listed_with_version_and_parts(example_site):
                                  "tasks": ["token_norms"], "io_processors": ["keywords"]}
 
 
+def test_plugin_model_type_loads_without_transformers_warning(example, tmp_path, capfd):
+    """The example's config.json has model_type "mean_bag_of_words", which transformers does not know."""
+    from poolkit_plugin_example.testing import build_tiny_bow
+
+    path = build_tiny_bow(tmp_path / "bow")
+    capfd.readouterr()
+    engine = Engine(str(path))
+    assert engine.embed("a plugin model")[0].outputs.data.numel() > 0
+    assert "You are using a model of type" not in capfd.readouterr().err
+
+
 # --- the broken plugins -----------------------------------------------------------------------------
 
 

@@ -74,3 +74,21 @@ def test_cli_lists_the_installed_plugin(installed_plugin):
     [row] = json.loads(out)
     assert row["distribution"] == "poolkit-test-plugin" and row["version"] == "0.2.0"
     assert row["registered"]["poolers"] == ["FIRST_LAST"] and row["builtin"] is False
+
+
+@pytest.mark.parametrize("src", ["typo", "poolkit-test-plugin==0.2.0", "https://example.com/x.whl"])
+def test_install_distribution_takes_local_paths_only(src, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError, match=r"not a local project directory.*never from a package index"):
+        testing.install_distribution(src, tmp_path / "site")
+    assert calls == []  # refused before pip runs
+
+
+def test_install_distribution_never_consults_an_index(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda args, **k: calls.append(args))
+    testing.install_distribution(PLUGIN_SRC, tmp_path / "site")
+    [args] = calls
+    assert {"--no-index", "--no-deps", "--no-build-isolation"} <= set(args) and args[-1] == str(PLUGIN_SRC.resolve())

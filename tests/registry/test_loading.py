@@ -16,7 +16,6 @@ import pytest
 from poolkit.registry import (
     PluginHost,
     PluginLoadError,
-    RegistryConflictError,
     UnknownArchitectureError,
     UnknownPoolerError,
     hookimpl,
@@ -75,13 +74,36 @@ def test_strict_mode_raises(add_plugin, monkeypatch):
         PluginHost().load()
 
 
-def test_duplicate_name_names_both_plugins(add_plugin):
-    add_plugin("one", "dist-one", register_architectures=_arch_plugin("SameModel"))
-    add_plugin("two", "dist-two", register_architectures=_arch_plugin("SameModel"))
-    with pytest.warns(RuntimeWarning, match="SameModel"):
+def test_duplicate_name_keeps_the_first_loaded_with_one_warning_line(add_plugin, caplog):
+    add_plugin("two", "dist-b", register_architectures=_arch_plugin("SameModel", "b:Y"),
+               register_poolers=lambda register: (register("SAME", "b:P"), register("OWN", "b:Q")))
+    add_plugin("one", "dist-a", register_architectures=_arch_plugin("SameModel", "a:Y"),
+               register_poolers=lambda register: register("SAME", "a:P"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning: a conflict is not a plugin failure
         host = PluginHost().load()
-    with pytest.raises(RegistryConflictError, match=r"plugin 'one'.*dist-one.*plugin 'two'.*dist-two"):
-        host.registry("architectures").get("SameModel")
+    # the rule: the first loaded wins, plugins of other distributions in distribution-name order
+    assert host.registry("architectures").get("SameModel").target == "a:Y"
+    assert host.registry("poolers").get("SAME").target == "a:P"
+    assert host.registry("poolers").get("OWN").target == "b:Q"  # the rest of the second plugin loads
+    records = [r for r in caplog.records if r.name == "poolkit.registry"]
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == 2 and not any("\n" in line for line in lines) and not any(r.exc_info for r in records)
+    assert lines[0] == ("poolkit: architecture 'SameModel' is registered by both plugin 'one' (distribution dist-a "
+                        "1.0) and plugin 'two' (distribution dist-b 1.0); the first loaded, plugin 'one', wins "
+                        "(built-ins load first, then by distribution name). Uninstall one, or leave one out with "
+                        "POOLKIT_PLUGINS.")
+    two = [p for p in host.plugins if p.name == "two"][0]
+    assert two.error is None and two.conflicts == {"architectures": ["SameModel"], "poolers": ["SAME"]}
+    assert two.registered == {"poolers": ["OWN"]}
+
+
+def test_conflict_is_an_error_in_strict_mode(add_plugin, monkeypatch):
+    monkeypatch.setenv("POOLKIT_STRICT_PLUGINS", "1")
+    add_plugin("one", "dist-a", register_architectures=_arch_plugin("SameModel"))
+    add_plugin("two", "dist-b", register_architectures=_arch_plugin("SameModel"))
+    with pytest.raises(PluginLoadError, match=r"RegistryConflictError: architecture 'SameModel' .*plugin 'two'"):
+        PluginHost().load()
 
 
 def test_rolling_back_a_plugin_undoes_its_conflicts(add_plugin):
@@ -92,9 +114,20 @@ def test_rolling_back_a_plugin_undoes_its_conflicts(add_plugin):
     add_plugin("two", "dist-two", register_architectures=_arch_plugin("SameModel"), register_poolers=raises)
     with pytest.warns(RuntimeWarning) as record:
         host = PluginHost().load()
-    assert ["RegistryConflictError" in str(w.message) for w in record] == [True, False]
-    assert "plugin 'two'" in str(record[1].message) and "RuntimeError: boom" in str(record[1].message)
-    assert host.registry("architectures").get("SameModel").plugin.name == "one"  # two was rolled back: no conflict
+    [warning] = record
+    assert "plugin 'two'" in str(warning.message) and "RuntimeError: boom" in str(warning.message)
+    assert host.registry("architectures").get("SameModel").plugin.name == "one"
+    assert host.registry("architectures").conflicts == {}  # two was rolled back: no conflict left
+
+
+def test_unknown_name_in_the_allow_list_warns(add_plugin, monkeypatch, caplog):
+    add_plugin("a", "Dist_A", register_architectures=_arch_plugin("AModel"))
+    monkeypatch.setenv("POOLKIT_PLUGINS", "dist-a, name-that-does-not-exist")
+    host = PluginHost().load()
+    assert host.registry("architectures").names() == ["AModel"]  # distribution names compare normalized
+    assert host.unknown_selected == ["name-that-does-not-exist"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "poolkit.registry"]
+    assert "POOLKIT_PLUGINS names 'name-that-does-not-exist', which no installed plugin is" in line
 
 
 def test_allow_list(add_plugin, monkeypatch):
