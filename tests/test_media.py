@@ -7,6 +7,7 @@ import urllib.parse
 
 import numpy as np
 import pytest
+import torch
 
 from poolkit.errors import InvalidRequestError
 from poolkit.media import MediaPolicy, load_image
@@ -54,3 +55,27 @@ def test_policy_normalizes_domains_and_limits_size(tmp_path):
     with pytest.raises(InvalidRequestError) as err:
         load_image(long_url, MediaPolicy())
     assert len(str(err.value)) < 400  # a long URL is cut in the message
+
+
+def test_checkpoint_saved_by_current_transformers_reads_images(tmp_path):
+    """transformers 5's ``CLIPProcessor.save_pretrained`` writes processor_config.json, no preprocessor_config.json."""
+    import torch.nn.functional as F
+    from transformers import AutoImageProcessor, AutoProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    from poolkit import Engine, testing
+    from tests.builtin_models.builders_clip import build_tiny_clip, data_uri
+
+    path = build_tiny_clip(tmp_path / "clip", seed=2)
+    processor = CLIPProcessor(image_processor=AutoImageProcessor.from_pretrained(path),
+                              tokenizer=CLIPTokenizer.from_pretrained(path))
+    (path / "preprocessor_config.json").unlink()
+    processor.save_pretrained(path)
+    if (path / "preprocessor_config.json").is_file():  # transformers 4 writes the old layout: nothing to test
+        pytest.skip("this transformers saves preprocessor_config.json")
+    img = sample_images(1, seed=3)[0]
+    [out] = Engine(str(path)).embed([{"multi_modal_data": {"image": data_uri(img)}}])
+    reloaded = AutoProcessor.from_pretrained(path)  # the reference reads the same files with transformers
+    with torch.no_grad():
+        feats = CLIPModel.from_pretrained(path).eval().get_image_features(**reloaded(images=[img], return_tensors="pt"))
+    want = F.normalize(getattr(feats, "pooler_output", feats), dim=-1)[0]
+    assert testing.max_abs_diff(out.outputs.data, want) <= 1e-5
