@@ -62,3 +62,17 @@ def test_python_block_runs(path, line, code, tmp_path, monkeypatch):
         exec(compile(code, f"{path.relative_to(ROOT)}:{line}", "exec"), {"__name__": "__docs__"})  # noqa: S102
     finally:
         reset_host()
+
+
+def test_serving_openapi_path_list_is_the_apps():
+    """docs/serving.md's ``/openapi.json`` path list is the one the server's app publishes."""
+    import ast
+
+    from poolkit.server.app import create_app
+    from poolkit.server.engine_loop import EngineLoop
+
+    blocks = code_blocks(ROOT / "docs" / "serving.md")
+    [i] = [k for k, (_, lang, code) in enumerate(blocks) if lang == "bash" and "/openapi.json" in code]
+    documented = ast.literal_eval(blocks[i + 1][2].strip())
+    app = create_app(lambda: {}, engine_loop=EngineLoop(), background_load=True)
+    assert documented == sorted(app.openapi()["paths"])
