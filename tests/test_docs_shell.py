@@ -2,7 +2,7 @@
 
 A doc's blocks run in order in ONE bash session (a user's terminal: variables such as ``$MINILM`` and a
 ``cd`` carry over), started in an empty temporary directory with this venv first on PATH and
-``HF_HUB_OFFLINE=1``. A block fails when it exits non-zero, when a ``curl`` in it cannot connect, or when a
+``HF_HUB_OFFLINE=1``. A block fails when it exits non-zero, when a ``curl`` in it cannot connect (outside ``$(...)``), or when a
 ``poolkit`` command in it fails (also one sent to the background, like the shard jobs of scale-out.md);
 a block that reads ``$?`` checks its own failures.
 
@@ -45,7 +45,8 @@ pip() {
 }
 curl() {
   command curl "$@"; local rc=$?
-  if [ $rc -eq 7 ] && [ -z "$DOCS_TEST_OWN_STATUS" ]; then echo "DOCS-TEST-FAILURE: curl could not connect: curl $*" >&2; fi
+  # a curl in $(...) is a block's own polling loop ("until [ "$(curl ...)" = 200 ]"): it may fail to connect
+  if [ $rc -eq 7 ] && [ -z "$DOCS_TEST_OWN_STATUS" ] && [ "$BASHPID" = "$$" ]; then echo "DOCS-TEST-FAILURE: curl could not connect: curl $*" >&2; fi
   return $rc
 }
 poolkit() {
