@@ -64,7 +64,7 @@ class ModelInit:
             from poolkit.layers.quantized import Int8Linear
 
             return Int8Linear(weight, bias, act, self.dtype if keep_dtype else torch.float32)
-        from poolkit.kernels import FastLinear
+        from poolkit.layers.linear import FastLinear
 
         return FastLinear(weight, bias, act, self.dtype, self.kernels, keep_dtype=keep_dtype)
 
