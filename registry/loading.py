@@ -243,7 +243,7 @@ class PluginHost:
             info.hooks.append(hook_name)
             hook = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
             try:
-                hook(**self._hook_kwargs(hook_name, self._register_callback(kind, info, added)))
+                hook(**self._hook_kwargs(self._register_callback(kind, info, added)))
             except RegistryConflictError as exc:
                 info.failed_in = hook_name
                 self._fail(info, f"raised in {hook_name}", exc)
@@ -271,7 +271,7 @@ class PluginHost:
                     del registry.conflicts[name]
                     registry.entries.update({name: e for e in rest})
 
-    def _hook_kwargs(self, hook_name: str, register: Any) -> dict[str, Any]:
+    def _hook_kwargs(self, register: Any) -> dict[str, Any]:
         """Every argument of the ``register_*`` hooks; pluggy passes each hookimpl only those it declares."""
         return {"register": register}
 
