@@ -8,7 +8,7 @@ import torch
 
 from poolkit.model.interface import ModelInit, PoolingModel, contract_problems
 from poolkit.model.weights import Weights, load_extra_weight_files, load_state_dict
-from poolkit.registry import UnknownArchitectureError
+from poolkit.registry.errors import UnknownArchitectureError
 
 
 def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[PoolingModel]]:
