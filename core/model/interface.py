@@ -176,7 +176,8 @@ def contract_problems(cls: Any) -> list[str]:
     try:
         signature.bind(None)
     except TypeError:
-        problems.append(f"has an __init__{signature} that does not take one poolkit.ModelInit: write __init__(self, init)")
+        problems.append(f"has an __init__{signature} that does not take one poolkit.ModelInit: "
+                        f"write __init__(self, init)")
     return problems
 
 
