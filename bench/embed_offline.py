@@ -21,7 +21,7 @@ What is measured:
    round, and the texts/s ratio to Sentence Transformers. Accuracy: the minimum (and mean) cosine
    of each peer's vectors to Sentence Transformers' over all texts.
 3. Matmul roofline: the model's linear shapes (M x C @ C x 3C, C x C, C x I, I x C with M =
-   ``--max-batch-tokens``) timed alone through ``poolkit.kernels.FastLinear``, the kernels poolkit
+   ``--max-batch-tokens``) timed alone through ``poolkit.layers.FastLinear``, the kernels poolkit
    runs, in fp32 and bf16, after every round (the median round counts), so that it sees the same
    machine as the peers. The model's useful FLOPs (linears ``2*T*(4*C*C + 2*C*I)*layers`` plus
    attention ``4*L*L*C`` per sequence per layer, over the truncated lengths, padding not counted)
@@ -207,7 +207,7 @@ def matmul_roofline(shape: dict[str, int], m: int, dtype_name: str, repeats: int
     the FLOPs of one layer's four linears over the sum of their best times.
     """
     import torch
-    from poolkit.kernels import FastLinear
+    from poolkit.layers import FastLinear
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     C, inter = shape["hidden"], shape["intermediate"]

@@ -54,18 +54,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolkit.batch import PackedBatch
-from poolkit.builtin_models.qwen3_reranker import (  # noqa: F401  (re-exported: their old home)
-    QWEN3_RERANKER_INSTRUCTION,
-    QWEN3_RERANKER_PREFIX,
-    QWEN3_RERANKER_SUFFIX,
+from poolkit.builtin_models.qwen3_reranker import (
     classifier_from_lm_head,
     classifier_tokens,
-    format_qwen3_reranker_pair,
     reranker_pair,
     resolve_classifier_from_token,
 )
 from poolkit.config import id2label
-from poolkit.layers import RMSNorm, Rotary, head_linear, packed_attention, rope_frequencies, rotate  # noqa: F401
+from poolkit.layers import RMSNorm, Rotary, head_linear, packed_attention, rotate
 from poolkit.model.interface import ModelInit, PoolingModel
 
 # --- building blocks --------------------------------------------------------------------------

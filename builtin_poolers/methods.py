@@ -11,7 +11,7 @@ import torch
 
 from poolkit.batch import PackedBatch
 from poolkit.config import PoolerConfig
-from poolkit.pooling import SEQUENCE_TASKS, TOKEN_TASKS, PoolingMethod  # noqa: F401 (their old home: re-exported)
+from poolkit.pooling import SEQUENCE_TASKS, TOKEN_TASKS, PoolingMethod
 
 
 def _pool_mask(batch: PackedBatch) -> torch.Tensor | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from poolkit.kernels import AttentionPlan
+from poolkit.layers.attention import AttentionPlan
 
 
 @dataclass

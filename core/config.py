@@ -68,7 +68,7 @@ def _st_mode(key: str) -> str:
 def st_pooling_method(mode: str, where: Any = "the Pooling module") -> str:
     """The registered pooling method that declares Sentence Transformers ``mode`` in its own ``st_modes``
     (the built-ins: cls, mean, max, lasttoken; a plugin may add e.g. mean_sqrt_len)."""
-    from poolkit.registry import get_host
+    from poolkit.registry.loading import get_host
 
     poolers = get_host().registry("poolers")
     declared: dict[str, str] = {}

@@ -20,11 +20,11 @@ from poolkit.batch import PackedBatch, make_batches
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
 from poolkit.inputs import ImagePrompt, InputProcessor, TokenizedPrompt, normalize_prompts, score_items
-from poolkit.kernels import bound_kernel_caches
+from poolkit.layers.linear import bound_kernel_caches
 from poolkit.media import MediaPolicy, load_image, load_image_processor, preprocess_image
 from poolkit.model.convert import served_tasks
 from poolkit.model.interface import PoolingModel
-from poolkit.model.loading import build_model, release_freed_memory, resolve_architecture  # noqa: F401 (release_freed_memory: its old home)
+from poolkit.model.loading import build_model, resolve_architecture
 from poolkit.outputs import PoolingRequestOutput, ScoringOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import get_host

@@ -5,7 +5,8 @@
 :meth:`IOProcessorRunner.run` takes a batch of raw requests: each is parsed and pre-processed on its
 own, the prompts of every request are pooled together (batched by the engine's token budget), and
 each request is post-processed on its own. A request that fails yields an :class:`IOProcessorError`
-in its slot; the others are unaffected.
+in its slot; the others are unaffected. ``engine`` arguments are that :class:`poolkit.Engine`, typed
+``Any``: the engine module imports this one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from poolkit.errors import UnsupportedTaskError
 from poolkit.registry.errors import UnknownNameError
 
 if TYPE_CHECKING:
-    from poolkit.engine import Engine
     from poolkit.outputs import PoolingRequestOutput
     from poolkit.registry.loading import Entry
     from poolkit.tasks import TaskAdapter
@@ -29,12 +29,12 @@ CONFIG_FIELD = "io_processor_plugin"
 OPTIONS_FIELD = "io_processor_options"
 
 
-def installed_io_processors(engine: Engine) -> list[str]:
+def installed_io_processors(engine: Any) -> list[str]:
     """Names of the IO processors the loaded plugins registered."""
     return engine.host.registry("io_processors").names()
 
 
-def not_configured_error(engine: Engine) -> UnsupportedTaskError:
+def not_configured_error(engine: Any) -> UnsupportedTaskError:
     """The error for ``task="plugin"`` on an Engine without an IO processor: how to configure one."""
     return UnsupportedTaskError(
         f"Task 'plugin' needs an IO processor, and none is configured for '{engine.model_config.served_name}'. "
@@ -58,7 +58,7 @@ class PluginRequest:
 class IOProcessorRunner:
     """One configured IO processor and the engine it runs on."""
 
-    def __init__(self, engine: Engine, name: str, source: str = "io_processor_plugin") -> None:
+    def __init__(self, engine: Any, name: str, source: str = "io_processor_plugin") -> None:
         self.engine, self.name = engine, name
         registry = engine.host.registry("io_processors")
         try:
@@ -85,7 +85,7 @@ class IOProcessorRunner:
                 f"does not serve; supported tasks: {list(self.context.supported_tasks)}"))
 
     @classmethod
-    def configure(cls, engine: Engine, explicit: str | None) -> IOProcessorRunner | None:
+    def configure(cls, engine: Any, explicit: str | None) -> IOProcessorRunner | None:
         """The runner for ``explicit``, else for ``config.json``'s ``io_processor_plugin``; None when neither names one.
 
         ``explicit=""`` turns off a processor named in ``config.json``.

@@ -1,6 +1,6 @@
 """The plugin host: loads ``poolkit.plugins`` entry points and keeps one registry per kind of part."""
 
-from poolkit.registry.check import check_plugins, declared_tasks, deprecated_parts
+from poolkit.registry.check import check_plugins, declared_tasks
 from poolkit.registry.errors import (
     PluginLoadError,
     PoolkitError,
@@ -25,7 +25,6 @@ __all__ = [
     "UnknownTaskError",
     "check_plugins",
     "declared_tasks",
-    "deprecated_parts",
     "get_host",
     "hookimpl",
     "hookspec",

@@ -8,9 +8,6 @@ Listing plugins never imports a target; these functions do, on request:
   part ignored because an earlier plugin registered its name (a conflict: the row is the ignored
   part's), and per name in ``POOLKIT_PLUGINS`` that no installed plugin has (``distribution`` None).
   An empty list means every part would load.
-- :func:`deprecated_parts`: the same dicts for parts that work but use a deprecated contract (an
-  architecture that is not a :class:`poolkit.PoolingModel` built from one ``ModelInit``); the
-  ``problem`` says what to change. They are not in :func:`check_plugins`'s list.
 - :func:`declared_tasks`: the tasks a part's class declares (``poolkit models``).
 
 Importing this module imports neither torch nor any plugin; the checks import both.
@@ -50,15 +47,10 @@ def declared_tasks(entry: Entry) -> tuple[str, ...]:
 
 def check_plugins(host: PluginHost | None = None) -> list[dict[str, Any]]:
     """Every broken part of every registered kind, and every plugin that failed to load; [] when all is well."""
-    return _inspect(host or get_host())[0]
+    return _inspect(host or get_host())
 
 
-def deprecated_parts(host: PluginHost | None = None) -> list[dict[str, Any]]:
-    """Parts that load but use a deprecated contract, in :func:`check_plugins`'s shape."""
-    return _inspect(host or get_host())[1]
-
-
-def _inspect(host: PluginHost) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _inspect(host: PluginHost) -> list[dict[str, Any]]:
     hook_kinds = {hook: kind for kind, (hook, _error, _what) in KINDS.items()}
     broken: list[dict[str, Any]] = []
     for p in host.failures():
@@ -77,63 +69,47 @@ def _inspect(host: PluginHost) -> tuple[list[dict[str, Any]], list[dict[str, Any
                                "name": name, "target": entry.target,
                                "problem": f"conflict: {winner.plugin.short_label} registers {name!r} too and "
                                           f"wins, as the first loaded; this part is ignored"})
-    deprecated: list[dict[str, Any]] = []
     for kind in KINDS:
         registry = host.registry(kind)
         for name in registry.names():
             entry = registry.entries[name]
-            problems, deprecation = _check(entry)
-            row = {"plugin": entry.plugin.name, "distribution": entry.plugin.dist, "kind": kind, "name": name,
-                   "target": entry.target}
+            problems = _check(entry)
             if problems:
-                broken.append({**row, "problem": "; ".join(problems)})
-            elif deprecation:
-                deprecated.append({**row, "problem": deprecation})
-    return broken, deprecated
+                broken.append({"plugin": entry.plugin.name, "distribution": entry.plugin.dist, "kind": kind,
+                               "name": name, "target": entry.target, "problem": "; ".join(problems)})
+    return broken
 
 
-def _check(entry: Entry) -> tuple[list[str], str | None]:
-    """(problems, deprecation) of one part."""
+def _check(entry: Entry) -> list[str]:
+    """The problems of one part."""
     try:
         obj = entry.load()
     except PluginLoadError as exc:
         cause = exc.__cause__ or exc
-        return [f"cannot import {entry.target!r}: {type(cause).__name__}: {cause}"], None
+        return [f"cannot import {entry.target!r}: {type(cause).__name__}: {cause}"]
     if entry.kind not in BASES:  # activations: any callable
-        return ([] if callable(obj) else [f"not callable: {_describe(obj)}"]), None
+        return [] if callable(obj) else [f"not callable: {_describe(obj)}"]
     base = _load(BASES[entry.kind])
     base_name = f"poolkit.{base.__name__}"
     if not isinstance(obj, type):
-        return [f"not a class but {_describe(obj)}; expected a subclass of {base_name}"], None
+        return [f"not a class but {_describe(obj)}; expected a subclass of {base_name}"]
     if entry.kind == "architectures":
-        return _check_architecture(entry, obj, base)
+        return _check_architecture(entry, obj)
     if not issubclass(obj, base):
-        return [f"{_describe(obj)} is not a subclass of {base_name}"], None
-    problems = {"poolers": _check_pooler, "tasks": _check_task, "io_processors": _check_io_processor}[entry.kind](
+        return [f"{_describe(obj)} is not a subclass of {base_name}"]
+    return {"poolers": _check_pooler, "tasks": _check_task, "io_processors": _check_io_processor}[entry.kind](
         entry, obj, base)
-    return problems, None
 
 
-def _check_architecture(entry: Entry, cls: type, base: type) -> tuple[list[str], str | None]:
-    from poolkit.model.interface import takes_init
+def _check_architecture(entry: Entry, cls: type) -> list[str]:
+    from poolkit.model.interface import contract_problems
 
-    problems, deprecation = [], None
-    if issubclass(cls, base):
-        if cls.forward is base.forward:
-            problems.append("does not implement forward(batch)")
-        elif not takes_init(cls):
-            deprecation = (f"{_describe(cls)} is built the old way, Class(hf_config, state_dict, dtype, kernels): "
-                           f"take one poolkit.ModelInit, __init__(self, init)")
-    elif getattr(getattr(cls, "forward", None), "__name__", "_forward_unimplemented") == "_forward_unimplemented":
-        problems.append(f"{_describe(cls)} is not a subclass of poolkit.PoolingModel and has no forward(batch)")
-    else:  # the old contract: a plain nn.Module with forward, still served (with a DeprecationWarning)
-        deprecation = (f"{_describe(cls)} is not a subclass of poolkit.PoolingModel (the deprecated model "
-                       f"contract): subclass it and take one poolkit.ModelInit, __init__(self, init)")
+    problems = [f"{_describe(cls)} {problem}" for problem in contract_problems(cls)]
     problems += _task_names_problems(cls, "supported_tasks")
     problems += _quantizations_problems(cls)
     if entry.meta.get("fallback") and not callable(getattr(cls, "accepts", None)):
         problems.append("registered with fallback=True but has no accepts(config) classmethod")
-    return problems, deprecation
+    return problems
 
 
 def _check_pooler(entry: Entry, cls: type, base: type) -> list[str]:
@@ -206,4 +182,4 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__name__} {obj!r}"[:120]
 
 
-__all__ = ["BASES", "check_plugins", "declared_tasks", "deprecated_parts"]
+__all__ = ["BASES", "check_plugins", "declared_tasks"]

@@ -264,7 +264,7 @@ class PluginHost:
             info.hooks.append(hook_name)
             hook = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
             try:
-                hook(**self._hook_kwargs(hook_name, self._register_callback(kind, info, added)))
+                hook(**self._hook_kwargs(self._register_callback(kind, info, added)))
             except Exception as exc:
                 self._roll_back(info)
                 self.pm.unregister(plugin)
@@ -288,7 +288,7 @@ class PluginHost:
                 else:
                     del registry.conflicts[name]
 
-    def _hook_kwargs(self, hook_name: str, register: Any) -> dict[str, Any]:
+    def _hook_kwargs(self, register: Any) -> dict[str, Any]:
         """Every argument of the ``register_*`` hooks; pluggy passes each hookimpl only those it declares."""
         return {"register": register}
 

@@ -1,7 +1,8 @@
-"""The ``poolkit`` command line: :func:`build_parser`, :func:`main`, and the engine flags ``embed`` and ``serve`` share.
+"""What the ``poolkit`` subcommands share: exit statuses, argparse types, the help formatter and the engine flags.
 
 Each subcommand lives in its own module (``embed``, ``serve``, ``models``, ``plugins``) with an
-``add_parser(subparsers)`` that registers it and a ``run(args)`` that runs it. The flags that become
+``add_parser(subparsers)`` that registers it and a ``run(args)`` that runs it; :mod:`poolkit.cli`
+(``build_parser``, ``main``) imports them, and they import this module. The flags that become
 :class:`poolkit.Engine` arguments are defined once, in :data:`ENGINE_FLAGS`: :func:`add_engine_args`
 adds them to a subcommand and :func:`engine_kwargs` turns the parsed values into Engine keywords.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the Engine accepts them too
@@ -138,41 +138,3 @@ def json_arg(value: str | None) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"poolkit: invalid JSON {value!r}: {exc}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``poolkit`` parser with every subcommand; ``args.func(args)`` runs the chosen one."""
-    from poolkit.cli import embed, models, plugins, serve
-
-    parser = argparse.ArgumentParser(
-        prog="poolkit",
-        description="Serve pooling models: embeddings, classifiers, rerankers, reward models.",
-        epilog="Examples:\n  poolkit embed 'hello world' 'another text'\n  poolkit embed -f texts.txt -o vectors.npy\n"
-               "  poolkit plugins",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="store_true", help="print the poolkit version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (embed, serve, models, plugins):
-        command.add_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``poolkit`` command; the exit status (2: a one-line error about the input or options)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        from importlib.metadata import version
-
-        print(f"poolkit {version('poolkit')}")
-        return 0
-    if not args.command:
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"poolkit {args.command}: error: {message}", file=sys.stderr)
-        return 2

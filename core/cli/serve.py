@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from poolkit.server.app import create_app, serve
+        from poolkit.server.app import create_app
+        from poolkit.server.run import serve
         from poolkit.server.state import Limits
         from poolkit.server.engine_loop import EngineLoop
     except ImportError as exc:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from poolkit.model.interface import ModelInit
 
 _ACTS = {"gelu": ("gelu", [], "none"), "gelu_tanh": ("gelu", [], "tanh"), "relu": ("relu", [], ""), None: ("none", [], "")}
 
@@ -108,9 +105,10 @@ class FastLinear(nn.Module):
         return f"{self.in_features}->{self.out_features}, act={self.act}, dtype={self.compute_dtype}, kernel={kind}"
 
 
-def head_linear(init: ModelInit, weight: torch.Tensor, bias: torch.Tensor | None = None,
+def head_linear(init: Any, weight: torch.Tensor, bias: torch.Tensor | None = None,
                 act: str | None = None) -> FastLinear:
-    """A task head's linear, fp32 whatever ``init.dtype``, with ``init.kernels``.
+    """A task head's linear, fp32 whatever ``init.dtype``, with ``init.kernels`` (``init``: the model's
+    :class:`poolkit.ModelInit`, typed loosely because the layers sit below the model contract).
 
     Classifier and reward heads are a small share of the work and their outputs are what the user
     reads (logits, rewards), so they skip bf16; a head in the compute dtype uses ``init.linear``.

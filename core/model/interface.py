@@ -4,16 +4,13 @@ The pipeline (Engine, task adapters, server) reads a model only through the attr
 declared here; each has a default, so a model declares only what differs. A model is built from one
 :class:`ModelInit`: the config, the checkpoint's tensors (:class:`poolkit.model.weights.Weights`, with
 ``take`` and a consumed-check), dtype, device and a ``linear()`` factory that gives plugins the
-prepacked CPU kernels without knowing about oneDNN.
-
-Classes written to the old contract (``Class(hf_config, state_dict, dtype, kernels)`` and plain class
-attributes) still load, with a ``DeprecationWarning`` (:func:`as_pooling_model`).
+prepacked CPU kernels without knowing about oneDNN. :func:`contract_problems` says what keeps a
+class from this contract (the Engine refuses such a class; ``poolkit plugins --check`` reports it).
 """
 
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -64,7 +61,7 @@ class ModelInit:
             from poolkit.layers.quantized import Int8Linear
 
             return Int8Linear(weight, bias, act, self.dtype if keep_dtype else torch.float32)
-        from poolkit.kernels import FastLinear
+        from poolkit.layers.linear import FastLinear
 
         return FastLinear(weight, bias, act, self.dtype, self.kernels, keep_dtype=keep_dtype)
 
@@ -166,48 +163,22 @@ class PoolingModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not accept images")
 
 
-# --- the old contract ------------------------------------------------------------------------------
+def contract_problems(cls: Any) -> list[str]:
+    """What keeps ``cls`` from being built as ``cls(init)`` and run: [] for a :class:`PoolingModel` subclass
+    that implements ``forward`` and whose ``__init__`` takes one :class:`ModelInit`."""
+    if not (isinstance(cls, type) and issubclass(cls, PoolingModel)):
+        return ["is not a subclass of poolkit.PoolingModel: subclass it and take one poolkit.ModelInit, "
+                "__init__(self, init)"]
+    problems = []
+    if cls.forward is PoolingModel.forward:
+        problems.append("does not implement forward(batch)")
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(None)
+    except TypeError:
+        problems.append(f"has an __init__{signature} that does not take one poolkit.ModelInit: "
+                        f"write __init__(self, init)")
+    return problems
 
 
-def _one_argument(cls: type) -> bool:
-    """Whether ``cls(...)`` needs exactly one positional argument (a ModelInit), not the old four."""
-    params = [p for p in inspect.signature(cls.__init__).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
-    return len([p for p in params if p.default is p.empty]) == 1
-
-
-def takes_init(cls: type) -> bool:
-    """Whether ``cls`` is built the current way: a :class:`PoolingModel` built from one :class:`ModelInit`."""
-    return isinstance(cls, type) and issubclass(cls, PoolingModel) and _one_argument(cls)
-
-
-def as_pooling_model(cls: type, name: str) -> type:
-    """``cls`` if it follows the contract; else a subclass of it and :class:`PoolingModel` (the base's
-    defaults fill what the old class lacks), built the old way, with a ``DeprecationWarning``."""
-    if takes_init(cls):
-        return cls
-    warnings.warn(
-        f"poolkit: architecture {name!r} ({cls.__module__}.{cls.__qualname__}) uses the deprecated model "
-        f"contract Class(hf_config, state_dict, dtype, kernels). Subclass poolkit.PoolingModel and take one "
-        f"poolkit.ModelInit: __init__(self, init), init.weights.take(key), init.linear(...) "
-        f"(docs/plugins.md, 'Architectures').", DeprecationWarning, stacklevel=3)
-    bases = (cls,) if isinstance(cls, type) and issubclass(cls, PoolingModel) else (cls, PoolingModel)
-    one_argument = _one_argument(cls)
-
-    class Legacy(*bases):  # type: ignore[misc]
-        _legacy = True
-
-        def __init__(self, init: ModelInit) -> None:
-            if one_argument:  # a class that takes a ModelInit but does not subclass PoolingModel
-                cls.__init__(self, init)
-            else:
-                cls.__init__(self, init.config, init.weights, init.dtype, init.kernels)
-            if not hasattr(self, "config"):
-                self.config = init.config
-
-    Legacy.__name__ = Legacy.__qualname__ = cls.__name__
-    Legacy.__module__ = cls.__module__
-    return Legacy
-
-
-__all__ = ["ModelInit", "PoolingModel", "as_pooling_model", "takes_init"]
+__all__ = ["ModelInit", "PoolingModel", "contract_problems"]

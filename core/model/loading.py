@@ -6,14 +6,14 @@ from typing import Any
 
 import torch
 
-from poolkit.model.interface import ModelInit, PoolingModel, as_pooling_model
+from poolkit.model.interface import ModelInit, PoolingModel, contract_problems
 from poolkit.model.weights import Weights, load_extra_weight_files, load_state_dict
-from poolkit.registry import UnknownArchitectureError
+from poolkit.registry.errors import UnknownArchitectureError
 
 
 def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[PoolingModel]]:
     """(architecture name, class) for the first of the config's ``architectures`` a plugin registered,
-    else for the first fallback whose ``accepts(config)`` takes it; old-contract classes are wrapped.
+    else for the first fallback whose ``accepts(config)`` takes it; a class off the model contract is refused.
 
     A Sentence Transformers checkpoint saved by another library's model class names it in
     ``config_sentence_transformers.json``'s ``model_type`` (PyLate: ``ColBERT``); when an architecture is
@@ -28,12 +28,12 @@ def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[Poolin
         archs = [st_type, *archs]
     for arch in archs:
         if arch in registry and not registry.get(arch).meta.get("fallback"):
-            return arch, as_pooling_model(registry.load(arch), arch)
+            return arch, _on_contract(registry.load(arch), arch)
     for name in registry.names():
         if registry.get(name).meta.get("fallback") and archs:
             cls = registry.load(name)
             if cls.accepts(model_config.hf_config):
-                return archs[0], as_pooling_model(cls, name)
+                return archs[0], _on_contract(cls, name)
     raise UnknownArchitectureError(
         f"Model architectures {archs} of '{model_config.served_name}' are not supported. Registered "
         f"architectures: {[n for n in registry.names() if not registry.get(n).meta.get('fallback')]}. "
@@ -41,13 +41,19 @@ def resolve_architecture(host: Any, model_config: Any) -> tuple[str, type[Poolin
     )
 
 
+def _on_contract(cls: Any, name: str) -> type[PoolingModel]:
+    problems = contract_problems(cls)
+    if problems:
+        where = f"class {cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else repr(cls)
+        raise TypeError(f"architecture {name!r}: {where} {'; '.join(problems)} (docs/plugins.md, 'Architectures')")
+    return cls
+
+
 def build_model(model_cls: type[PoolingModel], model_config: Any, dtype: torch.dtype, device: torch.device,
                 kernels: str, tokenizer: Any = None, quantization: str | None = None) -> PoolingModel:
     """``model_cls`` built from the checkpoint's tensors, on ``device``, in eval mode."""
     state = load_state_dict(model_config.path)  # + e.g. BGE-M3's sparse_linear.pt:
     state.update(load_extra_weight_files(model_config.path, model_cls.extra_weight_files))
-    if getattr(model_cls, "_legacy", False):  # the old contract reads the dict directly: all on the device
-        state = {k: v.to(device) for k, v in state.items()}
     init = ModelInit(model_config.hf_config, Weights(state, device), dtype, device, kernels,
                      st=model_config.st, tokenizer=tokenizer, quantization=quantization)
     del state

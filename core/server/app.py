@@ -16,7 +16,6 @@ from poolkit.server.engine_loop import EngineLoop
 from poolkit.server.middleware import Guard
 from poolkit.server.queue import ModelWorker
 from poolkit.server.routes import ROUTERS
-from poolkit.server.run import serve  # noqa: F401 (poolkit.server.app.serve: its old home)
 from poolkit.server.state import Limits, ServedModel, ServerState
 
 logger = logging.getLogger("poolkit.server")

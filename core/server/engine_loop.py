@@ -13,10 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from poolkit.server.queue import ModelWorker
+from typing import Any
 
 logger = logging.getLogger("poolkit.server")
 
@@ -26,7 +23,7 @@ class EngineLoop:
 
     def __init__(self) -> None:
         self.cv = threading.Condition()
-        self.workers: list[ModelWorker] = []
+        self.workers: list[Any] = []  # each a poolkit.server.queue.ModelWorker (which imports this module)
         self.idle = False  # waiting for work (guarded by cv): a request may then skip the tokenizer thread
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -77,7 +74,7 @@ class EngineLoop:
                     worker._busy = False
                     self.cv.notify_all()  # wakes ModelWorker.close waiting for its queue to drain
 
-    def _most_due(self) -> ModelWorker | None:
+    def _most_due(self) -> Any:
         """A worker with requests to tokenize first, else the one holding the most due queued request."""
         with_jobs = [w for w in self.workers if w._jobs]
         if with_jobs:

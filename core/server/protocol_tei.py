@@ -101,20 +101,6 @@ class Prediction(BaseModel):
     label: str
 
 
-class Rank(BaseModel):
-    index: int
-    text: str | None = Field(default=None, description="only with return_text")
-    score: float
-
-
 class SparseValue(BaseModel):
     index: int
     value: float
-
-
-class SimpleToken(BaseModel):
-    id: int
-    text: str
-    special: bool
-    start: int | None = Field(description="byte offset in the input (null for special tokens)")
-    stop: int | None

@@ -1,16 +1,15 @@
-"""Every built-in family follows the model contract (``PoolingModel`` built from one ``ModelInit``):
-the Engine builds each without the deprecated-contract wrapper, so without a DeprecationWarning."""
+"""Every built-in family follows the model contract (``PoolingModel`` built from one ``ModelInit``) and the
+Engine builds each; a class off the contract is refused with what to change."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
+import torch
 
 from poolkit import testing
 from poolkit.builtin_models import ARCHITECTURES
 from poolkit.builtin_models.transformers_fallback import TransformersFallback
-from poolkit.model.interface import PoolingModel, takes_init
+from poolkit.model.interface import PoolingModel, contract_problems
 from tests.builtin_models.builders_llama import build_reward_checkpoint, build_tiny_decoder
 from tests.builtin_models.builders_modernbert import build_tiny_modernbert
 from tests.builtin_models.builders_roberta import build_tiny_bge_m3, build_tiny_roberta
@@ -62,21 +61,18 @@ FAMILIES = {  # id -> (build the checkpoint in a directory, Engine kwargs, the a
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_registered_classes_take_one_model_init(architecture):
     cls = native_class(architecture)
-    assert issubclass(cls, PoolingModel) and takes_init(cls)
-    assert issubclass(TransformersFallback, PoolingModel) and takes_init(TransformersFallback)
+    assert issubclass(cls, PoolingModel) and contract_problems(cls) == []
+    assert issubclass(TransformersFallback, PoolingModel) and contract_problems(TransformersFallback) == []
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_engine_builds_every_family_without_deprecation_warning(tmp_path, family):
+def test_engine_builds_every_family(tmp_path, family):
     from poolkit import Engine
 
     build, kwargs, architecture = FAMILIES[family]
     path = build(tmp_path / family)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        engine = Engine(str(path), **kwargs)
+    engine = Engine(str(path), **kwargs)
     assert engine.architecture == architecture
-    assert not getattr(type(engine.model), "_legacy", False)
     assert engine.model.hidden_size == engine.model_config.hf_config.hidden_size
 
 
@@ -94,7 +90,36 @@ def test_fallback_refuses_unexpected_tensors(tmp_path):
         Engine(str(path))
 
 
-def test_registry_reports_no_deprecated_builtin_model(fresh_host):
-    from poolkit.registry import deprecated_parts
 
-    assert [row for row in deprecated_parts() if row["plugin"] == "builtin_models"] == []
+class PlainModule(torch.nn.Module):
+    """A model class as written before the PoolingModel contract: a plain module built from four arguments."""
+
+    def __init__(self, cfg, sd, dtype=torch.float32, kernels="auto"):
+        super().__init__()
+
+    def forward(self, batch):
+        raise AssertionError("never built")
+
+
+class FourArguments(PoolingModel):
+    def __init__(self, cfg, sd, dtype=torch.float32, kernels="auto"):
+        super().__init__()
+
+    def forward(self, batch):
+        raise AssertionError("never built")
+
+
+@pytest.mark.parametrize("cls, problem", [
+    (PlainModule, "is not a subclass of poolkit.PoolingModel: subclass it and take one poolkit.ModelInit, "
+                  "__init__(self, init)"),
+    (FourArguments, "has an __init__(cfg, sd, dtype=torch.float32, kernels='auto') that does not take one "
+                    "poolkit.ModelInit: write __init__(self, init)"),
+])
+def test_engine_refuses_a_class_off_the_contract(fresh_host, tiny_bert_dir, cls, problem):
+    from poolkit import Engine
+
+    with testing.plugin_parts(architectures={"OldModel": cls}):
+        with pytest.raises(TypeError) as caught:
+            Engine(str(tiny_bert_dir), hf_overrides={"architectures": ["OldModel"]})
+    assert str(caught.value) == (f"architecture 'OldModel': class {cls.__module__}.{cls.__qualname__} {problem} "
+                                 f"(docs/plugins.md, 'Architectures')")

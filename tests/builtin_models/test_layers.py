@@ -46,14 +46,6 @@ def test_masks_are_built_once_per_plan():
     assert all(mask is None and is_causal for mask, is_causal in AttentionPlan([60, 60]).masks(causal=True))
 
 
-def test_kernels_module_keeps_the_old_names():
-    import poolkit.kernels as kernels
-    import poolkit.layers as layers
-
-    for name in ("FastLinear", "AttentionPlan", "packed_attention", "attention_chunks", "bound_kernel_caches"):
-        assert getattr(kernels, name) is getattr(layers, name)
-
-
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("window", [None, 3])
 @pytest.mark.parametrize("with_attend", [False, True])

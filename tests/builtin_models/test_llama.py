@@ -14,9 +14,10 @@ import torch
 
 from poolkit import testing
 from poolkit.batch import PackedBatch
-from poolkit.builtin_models.llama import Qwen3ForSequenceClassification, rope_frequencies
+from poolkit.builtin_models.llama import Qwen3ForSequenceClassification
 from poolkit.builtin_models.qwen3_reranker import format_qwen3_reranker_pair, resolve_classifier_from_token
 from poolkit.config import ModelConfig
+from poolkit.layers import rope_frequencies
 from poolkit.model.weights import load_state_dict
 from tests.builtin_models.builders_llama import EOS, SPECIAL_TOKENS, build_reward_checkpoint, build_tiny_decoder
 from tests.builtin_models.helpers import PARITY_TOL, assert_bf16_close, model_init, native, native_class

@@ -1,4 +1,4 @@
-"""check_plugins, deprecated_parts and declared_tasks: every registered target imported and checked against
+"""check_plugins and declared_tasks: every registered target imported and checked against
 its kind's base class (``poolkit plugins --check``, ``poolkit models``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from poolkit import IOProcessor, PoolingMethod, PoolingModel, TaskAdapter, testing
 from poolkit.outputs import EmbeddingOutput
-from poolkit.registry import PluginHost, check_plugins, declared_tasks, deprecated_parts, get_host
+from poolkit.registry import PluginHost, check_plugins, declared_tasks, get_host
 
 BUILTINS = "builtin_models,builtin_poolers,builtin_tasks,io_plugins"
 
@@ -28,18 +28,6 @@ class GoodModel(PoolingModel):
 
     def __init__(self, init):
         super().__init__(init)
-
-    def forward(self, batch):
-        return batch
-
-
-class LegacyModel(torch.nn.Module):
-    """The old contract: not a PoolingModel, built from (hf_config, state_dict, dtype, kernels). Still served."""
-
-    supported_tasks = ("embed", "token_embed")
-
-    def __init__(self, cfg, sd, dtype=torch.float32, kernels="auto"):
-        super().__init__()
 
     def forward(self, batch):
         return batch
@@ -72,19 +60,13 @@ def test_builtins_pass(fresh_host, monkeypatch):
     host = get_host()
     assert all(host.registry(kind).names() for kind in host.registries)  # every kind has built-in parts
     assert check_plugins() == []
-    for row in deprecated_parts():  # built-in models on the old contract are served, only reported
-        assert row["distribution"] == "poolkit" and row["kind"] == "architectures" and row["problem"]
 
 
-def test_good_parts_pass_and_a_legacy_model_is_only_deprecated(fresh_host):
-    with testing.plugin_parts(architectures={"GoodArch": GoodModel, "LegacyArch": LegacyModel},
-                              poolers={"GOOD": GoodPool}, tasks={"good_task": GoodTask},
-                              io_processors={"good-proc": GoodProcessor},
+def test_good_parts_pass(fresh_host):
+    with testing.plugin_parts(architectures={"GoodArch": GoodModel}, poolers={"GOOD": GoodPool},
+                              tasks={"good_task": GoodTask}, io_processors={"good-proc": GoodProcessor},
                               activations={"double": lambda x: 2 * x}) as host:
         assert _testing_rows(check_plugins(host)) == []
-        [row] = _testing_rows(deprecated_parts(host))
-    assert row["kind"] == "architectures" and row["name"] == "LegacyArch"
-    assert "LegacyModel is not a subclass of poolkit.PoolingModel" in row["problem"]
 
 
 def test_misspelled_targets_are_reported(fresh_host):
@@ -103,6 +85,24 @@ def test_misspelled_targets_are_reported(fresh_host):
 
 class NotAModel:
     supported_tasks = ("embed",)
+
+
+class PlainModule(torch.nn.Module):
+    """A model class as written before the PoolingModel contract: a plain module built from four arguments."""
+
+    def __init__(self, cfg, sd, dtype=torch.float32, kernels="auto"):
+        super().__init__()
+
+    def forward(self, batch):
+        return batch
+
+
+class ModelWithFourArguments(PoolingModel):
+    def __init__(self, cfg, sd, dtype=torch.float32, kernels="auto"):
+        super().__init__()
+
+    def forward(self, batch):
+        return batch
 
 
 class ModelWithoutForward(PoolingModel):
@@ -159,7 +159,10 @@ def not_a_class():
 
 @pytest.mark.parametrize("kind, name, part, problem", [
     ("architectures", "BadArch", not_a_class, "not a class but function"),
-    ("architectures", "BadArch", NotAModel, "NotAModel is not a subclass of poolkit.PoolingModel and has no forward"),
+    ("architectures", "BadArch", NotAModel, "NotAModel is not a subclass of poolkit.PoolingModel"),
+    ("architectures", "BadArch", PlainModule, "PlainModule is not a subclass of poolkit.PoolingModel: subclass it"),
+    ("architectures", "BadArch", ModelWithFourArguments,
+     "has an __init__(cfg, sd, dtype=torch.float32, kernels='auto') that does not take one poolkit.ModelInit"),
     ("architectures", "BadArch", ModelWithoutForward, "does not implement forward(batch)"),
     ("architectures", "BadArch", ModelWithStringTasks, "supported_tasks is the string 'embed', not a tuple"),
     ("architectures", "BadArch", ModelWithStringQuantization, "supported_quantizations is the string 'int8'"),
@@ -176,7 +179,6 @@ def not_a_class():
 def test_wrong_parts_are_reported(fresh_host, kind, name, part, problem):
     with testing.plugin_parts(**{kind: {name: part}}) as host:
         [row] = _testing_rows(check_plugins(host))
-        assert _testing_rows(deprecated_parts(host)) == []
     assert (row["kind"], row["name"], row["distribution"]) == (kind, name, "poolkit.testing")
     assert problem in row["problem"], row["problem"]
 

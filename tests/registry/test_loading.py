@@ -231,7 +231,7 @@ def test_a_hookspec_argument_added_later_is_harmless(add_plugin, monkeypatch):
 
     specs.register_architectures = register_architectures
     monkeypatch.setattr(loading, "hookspecs", specs)
-    monkeypatch.setattr(PluginHost, "_hook_kwargs", lambda self, hook, register: {"register": register, "host": self})
+    monkeypatch.setattr(PluginHost, "_hook_kwargs", lambda self, register: {"register": register, "host": self})
     seen = []
 
     def new(register, host):

@@ -151,7 +151,8 @@ def test_bad_requests_are_400s(setup):
 
 
 def test_serve_flags_reach_the_engine():
-    from poolkit.cli.parser import build_parser, engine_kwargs
+    from poolkit.cli import build_parser
+    from poolkit.cli.parser import engine_kwargs
 
     args = build_parser().parse_args(["serve", "m", "--allowed-media-domains", "a.com", "b.org",
                                       "--allowed-local-media-path", "/srv/images"])

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from poolkit.server.errors import APIError
-from poolkit.server.worker import EngineLoop, ModelWorker
+from poolkit.server.engine_loop import EngineLoop
+from poolkit.server.queue import ModelWorker
 
 
 class FakeEngine:

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+import poolkit
 from poolkit import Engine, PoolingParams, testing
 from poolkit.io_plugins.interface import IOProcessorError
+from poolkit.registry import check_plugins
 
 TEXTS = ["a short one", "bag of words models ignore word order entirely", "x", "tokens tokens tokens again"]
 
@@ -26,6 +28,17 @@ def test_registered_by_entry_point(poolkit_host):
     assert info.error is None and info.version == "0.1.0"
     assert info.registered == {"architectures": ["MeanBagOfWordsModel"], "poolers": ["MEAN_SQRT_LEN"],
                                "tasks": ["token_norms"], "io_processors": ["keywords"]}
+
+
+def test_every_part_subclasses_its_base_class_and_checks_clean(poolkit_host):
+    bases = {"architectures": poolkit.PoolingModel, "poolers": poolkit.PoolingMethod, "tasks": poolkit.TaskAdapter,
+             "io_processors": poolkit.IOProcessor}
+    for kind, base in bases.items():
+        for name in poolkit_host.registry(kind).names():
+            entry = poolkit_host.registry(kind).get(name)
+            if entry.plugin.dist == "poolkit-plugin-example":
+                assert issubclass(entry.load(), base), (kind, name)
+    assert [row for row in check_plugins(poolkit_host) if row["distribution"] == "poolkit-plugin-example"] == []
 
 
 def test_architecture_embeds_like_the_direct_computation(poolkit_host, bow_path):

@@ -1,11 +1,12 @@
 """``MeanBagOfWordsModel``: a context-free encoder, ``h_i = tanh(W e(t_i) + b)``, one token at a time.
 
-The smallest model that honours poolkit's model class contract:
+The smallest model on poolkit's model contract (docs/plugins.md, 'Architectures'):
 
-- built as ``MeanBagOfWords(hf_config, state_dict, dtype, kernels)`` from the checkpoint's tensors
-  (``embeddings.weight`` ``(V, C)``, ``proj.weight`` ``(C, C)``, ``proj.bias`` ``(C,)``);
+- a :class:`poolkit.PoolingModel` built from one :class:`poolkit.ModelInit`: the checkpoint's tensors
+  (``embeddings.weight`` ``(V, C)``, ``proj.weight`` ``(C, C)``, ``proj.bias`` ``(C,)``) taken from
+  ``init.weights``, the projection through ``init.linear`` (poolkit's fastest kernels in ``init.dtype``);
 - ``forward(batch)`` returns the fp32 hidden state of every packed token, ``(N, C)``;
-- class attributes ``default_pooling`` and ``supported_tasks``, property ``hidden_size``.
+- it declares only what differs from ``PoolingModel``'s defaults: ``default_pooling`` and ``supported_tasks``.
 
 Its ``config.json`` has ``"architectures": ["MeanBagOfWordsModel"]`` and a ``model_type`` transformers
 does not know, which poolkit reads into a plain ``PretrainedConfig`` keeping every field.
@@ -13,35 +14,23 @@ does not know, which poolkit reads into a plain ``PretrainedConfig`` keeping eve
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from poolkit import ModelInit, PoolingModel
 from poolkit.batch import PackedBatch
-from poolkit.weights import take
 
 
-class MeanBagOfWords(nn.Module):
+class MeanBagOfWords(PoolingModel):
     default_pooling = "MEAN"
     supported_tasks = ("embed", "token_embed", "token_norms")
 
-    def __init__(self, cfg: Any, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                 kernels: str = "auto") -> None:
-        super().__init__()
-        sd = dict(sd)
-        self.dtype = dtype
-        self.embeddings = nn.Parameter(take(sd, "embeddings.weight").to(dtype), requires_grad=False)  # (V, C)
-        self.weight = nn.Parameter(take(sd, "proj.weight").to(dtype), requires_grad=False)  # (C, C)
-        self.bias = nn.Parameter(take(sd, "proj.bias").to(dtype), requires_grad=False)  # (C,)
-        if sd:
-            raise ValueError(f"MeanBagOfWords: unexpected tensors in the checkpoint: {sorted(sd)}")
-
-    @property
-    def hidden_size(self) -> int:
-        return self.weight.shape[0]
+    def __init__(self, init: ModelInit) -> None:
+        super().__init__(init)  # sets self.config
+        w = init.weights
+        self.table = w.take("embeddings.weight")  # (V, C), on init.device
+        self.proj = init.linear(w.take("proj.weight"), w.take("proj.bias"))  # (C, C) and (C,)
+        w.check_consumed("MeanBagOfWords")  # a tensor nothing took: KeyError
+        self.hidden_size = self.table.shape[1]
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
-        x = self.embeddings[batch.input_ids]  # (N, C)
-        return torch.tanh(F.linear(x, self.weight, self.bias)).float()  # (N, C) fp32
+        return torch.tanh(self.proj(self.table[batch.input_ids]))  # (N, C) fp32

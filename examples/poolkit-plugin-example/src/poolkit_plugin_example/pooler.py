@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from poolkit.builtin_poolers.methods import SEQUENCE_TASKS, MeanPool
+from poolkit import PoolingMethod
+from poolkit.pooling import SEQUENCE_TASKS
 
 
-class MeanSqrtLenPool(MeanPool):
+class MeanSqrtLenPool(PoolingMethod):
     name, supported_tasks = "MEAN_SQRT_LEN", SEQUENCE_TASKS
 
-    def __call__(self, hidden, batch):
+    def __call__(self, hidden, batch):  # hidden: (N, C), every sequence's tokens end to end
         skip = batch.skip or [0] * len(batch.lengths)
-        counts = torch.tensor([n - s for n, s in zip(batch.lengths, skip)], dtype=hidden.dtype, device=hidden.device)
-        return super().__call__(hidden, batch) * counts.clamp(min=1).sqrt()[:, None]  # mean * n / sqrt(n)
+        rows = [h[s:].sum(0) / max(len(h) - s, 1) ** 0.5 for h, s in zip(hidden.split(batch.lengths), skip)]
+        return torch.stack(rows)  # (B, C)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from poolkit.io_plugins.interface import IOProcessor
+from poolkit import IOProcessor
 
 
 class KeywordsRequest(BaseModel):

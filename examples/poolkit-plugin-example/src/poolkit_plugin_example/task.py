@@ -7,8 +7,7 @@ output class the Engine wraps it in; ``check`` rejects parameters it cannot hono
 
 from __future__ import annotations
 
-from poolkit.outputs import PoolingOutput
-from poolkit.tasks import TaskAdapter
+from poolkit import PoolingOutput, TaskAdapter
 
 
 class TokenNormsOutput(PoolingOutput):

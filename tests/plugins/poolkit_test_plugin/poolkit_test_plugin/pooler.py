@@ -1,6 +1,7 @@
 """The plugin's pooler: the mean of each sequence's first and last token."""
 
-from poolkit.builtin_poolers.methods import SEQUENCE_TASKS, PoolingMethod
+from poolkit import PoolingMethod
+from poolkit.pooling import SEQUENCE_TASKS
 
 
 class FirstLastPool(PoolingMethod):
