@@ -115,14 +115,6 @@ def run(args: argparse.Namespace) -> int:
     # (OMP_WAIT_POLICY=PASSIVE costs ~4 ms per MiniLM forward; bench/serve_load.py, docs/performance.md)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    try:
-        import uvicorn
-
-        from poolkit.server.app import CORS, create_app, serve
-        from poolkit.server.state import Limits
-        from poolkit.server.engine_loop import EngineLoop
-    except ImportError as exc:
-        raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
     from poolkit.logs import configure_logging, log_level
 
     level = log_level(args.log_level)
@@ -146,6 +138,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"poolkit serve: error: port {args.port} on {args.host} {why} (choose another with --port or --host)",
               file=sys.stderr)
         return EXIT_FAILURE
+    try:  # after the bind: these bring torch (seconds), which a port in use should not wait for
+        import uvicorn
+
+        from poolkit.server.app import CORS, create_app, serve
+        from poolkit.server.state import Limits
+        from poolkit.server.engine_loop import EngineLoop
+    except ImportError as exc:
+        sock.close()
+        raise SystemExit(f"poolkit serve needs the server extra: pip install 'poolkit[server]' ({exc})") from None
 
     def build(name: str, model: str):
         from poolkit import Engine
