@@ -93,6 +93,11 @@ def _string_list(text: str) -> list[str]:
     return [text]
 
 
+def _flat(groups: list[list[str]] | None) -> list[str]:
+    """A list flag's values: each value given (a string or a JSON list) is a list of its own."""
+    return [v for group in groups or () for v in group]
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` before any model loads, handed to uvicorn, which listens on it (no second
     bind, so no race); OSError (the port in use, an address this machine does not have) for the caller."""
@@ -172,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
                     max_concurrent_requests=args.max_concurrent_requests, max_queue_tokens=args.max_queue_tokens,
                     max_batch_tokens=args.max_batch_tokens)
     api_key = args.api_key if args.api_key is not None else os.environ.get("POOLKIT_API_KEY") or None
-    cors = CORS(allowed_origins=args.allowed_origins or [], allowed_methods=args.allowed_methods or ["*"],
-                allowed_headers=args.allowed_headers or ["*"], allow_credentials=args.allow_credentials)
+    cors = CORS(allowed_origins=_flat(args.allowed_origins), allowed_methods=_flat(args.allowed_methods) or ["*"],
+                allowed_headers=_flat(args.allowed_headers) or ["*"], allow_credentials=args.allow_credentials)
     engine_loop = EngineLoop()
     app = create_app(load_engines if args.background_load else lambda: engines, limits=limits, api_key=api_key,
                      engine_loop=engine_loop, background_load=args.background_load,

@@ -18,6 +18,16 @@ from poolkit.server.state import ServerState
 logger = logging.getLogger("poolkit.server")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which logs "Uvicorn running on ..." for sockets it was handed too (it does so only
+    for those it binds itself), once it listens."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if sockets and self.started:
+            self._log_started_message(sockets)
+
+
 def serve(app: FastAPI, engine_loop: EngineLoop, config: uvicorn.Config,
           sockets: list[socket.socket] | None = None) -> int:
     """Run HTTP on a thread and ``engine_loop`` on this (the main) thread until SIGTERM/SIGINT drains both.
@@ -32,7 +42,7 @@ def serve(app: FastAPI, engine_loop: EngineLoop, config: uvicorn.Config,
     """
     state: ServerState = app.state.poolkit
     config.timeout_graceful_shutdown = state.shutdown_timeout + 5
-    server = uvicorn.Server(config)  # on a thread: it leaves signals alone; they are routed to it here
+    server = _Server(config)  # on a thread: it leaves signals alone; they are routed to it here
     http = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="poolkit-http")
 
     stopping = [False]  # set first thing: a second signal may interrupt this handler (Python runs them nested)

@@ -138,11 +138,16 @@ def test_https_json_logs_and_a_second_ctrl_c(model_dirs, tmp_path):
                    check=True, capture_output=True, timeout=60)
     trust = ssl.create_default_context(cafile=str(cert))
     proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "tiny", "--ssl-keyfile", str(key),
-                              "--ssl-certfile", str(cert), "--log-format", "json", "--access-log", verify=trust)
+                              "--ssl-certfile", str(cert), "--log-format", "json", "--access-log",
+                              "--allowed-origins", "https://a.example", '["https://b.example"]', verify=trust)
     try:
         assert url.startswith("https://")
         ok = httpx.post(url + "/v1/embeddings", json={"input": "x"}, verify=trust)
         assert ok.status_code == 200 and len(ok.json()["data"][0]["embedding"]) == 32
+        for origin, allowed in (("https://a.example", True), ("https://b.example", True), ("https://c.example", False)):
+            preflight = httpx.options(url + "/v1/embeddings", verify=trust, headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"})
+            assert (preflight.headers.get("access-control-allow-origin") == origin) is allowed, origin
         with pytest.raises(httpx.TransportError):  # TLS only
             httpx.get(url.replace("https://", "http://") + "/health", timeout=5)
 
@@ -169,7 +174,9 @@ def test_https_json_logs_and_a_second_ctrl_c(model_dirs, tmp_path):
     messages = [r["message"] for r in records]
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
     serving = next(i for i, m in enumerate(messages) if m.startswith("serving ['tiny'] on https://127.0.0.1:"))
-    assert serving < messages.index("Application startup complete.")
+    assert serving < messages.index("Application startup complete.") < next(
+        i for i, m in enumerate(messages) if m.startswith("Uvicorn running on https://127.0.0.1:"))
+    assert "CORS origins ['https://a.example', 'https://b.example']" in messages[serving]
     assert "model tiny: max_batch_tokens 2048 (tokens per forward pass), max_model_len 512" in messages
     assert not any("'max_batch_tokens': None" in m for m in messages)
     access = [r for r in records if r["logger"] == "uvicorn.access"]
