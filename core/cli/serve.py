@@ -16,7 +16,8 @@ from poolkit.logs import FORMATS, LEVELS
 
 DESCRIPTION = (
     "Serve one or more pooling models: /v1/embeddings, /pooling, /classify, /score, /rerank, /tokenize, "
-    "/v1/models, /health, /metrics, /docs.\n\n"
+    "/v1/models, /health, /version, /metrics, /docs, and TEI's API (a TEI route picks its model by ?model= or "
+    "an X-Model header).\n\n"
     "The port is bound first, then every model loads (a port in use, or a model that cannot load, ends the "
     "command with status 1 and one line on stderr; a bad flag value with status 2, before anything loads).\n\n"
     "Truncation: a model with a Sentence Transformers max_seq_length truncates longer inputs to it (as "
