@@ -1,5 +1,9 @@
 """The guard middleware every HTTP request passes: request id, API key, body size, metrics, and the
-failures no route handler sees (a client that goes away, a bug, a request cut short by shutdown)."""
+failures no route handler sees (a client that goes away, a bug, a request cut short by shutdown).
+
+Its own errors leave in the shape of the API the path belongs to: TEI's ``{"error", "error_type"}`` on
+TEI's routes, OpenAI's elsewhere, and both sets of fields on ``/rerank`` and ``/tokenize``, which both
+APIs share (there the body decides, and the guard answers before reading it)."""
 
 from __future__ import annotations
 
@@ -12,12 +16,37 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from poolkit.server import errors
 from poolkit.server.queue import request_id_var
+from poolkit.server.routes import tei
 from poolkit.server.state import ServerState
 
 logger = logging.getLogger("poolkit.server")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a client's X-Request-Id is kept only if it is this tame
+# open without the API key, as vLLM and TEI keep them: health probes (TEI's GET / and SageMaker's /ping
+# included), the version, and the API's own description (the docs page, its assets and the schema)
+OPEN_PATHS = frozenset({"/health", "/ping", "/version", "/docs", "/openapi.json"})
+OPEN_GETS = frozenset({"/"})  # GET / is TEI's health; POST / runs the model
+SHARED_PATHS = frozenset({"/rerank", "/tokenize"})  # TEI's and another API's: the body decides
+
+
+def is_open(scope: dict) -> bool:
+    """Whether a request needs no API key (see :data:`OPEN_PATHS`)."""
+    path = scope["path"]
+    return path in OPEN_PATHS or path.startswith("/docs/assets/") or \
+        (path in OPEN_GETS and scope.get("method") in ("GET", "HEAD"))
+
+
+def error_response(path: str, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """An error answered by the guard, in the shape of the API that ``path`` belongs to."""
+    if path in tei.PATHS:
+        return tei.error_response(status, message, headers)
+    body = errors.error_body(status, message)
+    if path in SHARED_PATHS:
+        body.update(tei.error_body(status, message))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class Guard:
@@ -45,15 +74,16 @@ class Guard:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
             await send(message)
 
-        if state.api_key and scope["path"] != "/health" and not _key_matches(headers, state.api_key):
-            response = errors.error_response(401, "Missing or invalid API key: send 'Authorization: Bearer <key>'")
+        path = scope["path"]
+        if state.api_key and not is_open(scope) and not _key_matches(headers, state.api_key):
+            response = error_response(path, 401, "Missing or invalid API key: send 'Authorization: Bearer <key>'")
             return await self._observe(scope, response(scope, receive, send_and_note), status, start)
         size = headers.get(b"content-length", b"")
         if not size and b"chunked" in headers.get(b"transfer-encoding", b""):  # no length up front: count it
             size, receive = await _read_chunked(receive, state.limits.max_body_bytes)
         if size.isdigit() and int(size) > state.limits.max_body_bytes:
-            response = errors.error_response(413, f"Request body of {int(size)} bytes is larger than "
-                                                  f"max_body_bytes={state.limits.max_body_bytes}")
+            response = error_response(path, 413, f"Request body of {int(size)} bytes is larger than "
+                                                 f"max_body_bytes={state.limits.max_body_bytes}")
             return await self._observe(scope, response(scope, receive, send_and_note), status, start)
         await self._observe(scope, self._run(scope, receive, send_and_note, status, rid), status, start)
 
@@ -70,13 +100,14 @@ class Guard:
                 return
             if not status[0]:  # uvicorn's graceful-shutdown timeout cancelled us: answer, never a plain 500
                 status[0] = 503
-                await _try_send(errors.error_response(503, "The server is shutting down"), scope, send)
+                await _try_send(error_response(scope["path"], 503, "The server is shutting down"), scope, send)
             # not re-raised: uvicorn would log the CancelledError of a request it has already been answered for
         except Exception as exc:
             logger.error("request %s (%s %s) failed with a server error", rid, scope.get("method"), scope["path"],
                          exc_info=exc)
-            if not status[0]:
-                await _try_send(errors.internal_error(rid), scope, send)
+            if not status[0]:  # the same words as errors.internal_error, in the path's shape
+                message = f"Internal server error (request id {rid}); the server log has the details"
+                await _try_send(error_response(scope["path"], 500, message), scope, send)
         finally:
             app.cancel()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,17 +39,19 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def serve_process(*args: str, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """``poolkit serve ARGS --port P`` in a subprocess (stdout and stderr together, text), once /health is 200."""
+def serve_process(*args: str, env: dict | None = None, port: int | None = None,
+                  verify: ssl.SSLContext | bool = True) -> tuple[subprocess.Popen, str]:
+    """``poolkit serve ARGS --port P`` in a subprocess (stdout and stderr together, text), once /health is 200.
+    ``verify``: a context trusting the certificate of a server started with --ssl-certfile (the URL is https)."""
     port = port or testing.free_port()
     proc = subprocess.Popen([sys.executable, "-m", "poolkit.cli", "serve", *args, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if isinstance(verify, ssl.SSLContext) else 'http'}://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
         try:
-            if httpx.get(url + "/health").status_code == 200:
+            if httpx.get(url + "/health", verify=verify).status_code == 200:
                 return proc, url
         except httpx.TransportError:
             pass

@@ -1,24 +1,19 @@
-"""``GET /docs``: Swagger UI for ``/openapi.json``, served from the ``swagger-ui-bundle`` package.
+"""``GET /docs``: Swagger UI for ``/openapi.json``, served from the ``fastapi-swagger`` package.
 
 FastAPI's default page loads Swagger UI from a CDN, which is blank on a machine without internet.
-``swagger-ui-bundle`` (spec-first, the maintainers of connexion, which uses it) ships the official
-Swagger UI distribution as package data, so the page and its assets come from this server.
+``fastapi-swagger`` ships the official Swagger UI 5 distribution (it follows Swagger UI's releases) as
+package data, so the page and its assets come from this server. Swagger UI 4 cannot read the
+``openapi: 3.1.0`` schema FastAPI writes ("Unable to render this definition"): 5 or later is needed.
 """
 
-from pathlib import Path
+from importlib import resources
 
 from fastapi import APIRouter, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 router = APIRouter(include_in_schema=False)
-_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
-
-
-def _dist() -> Path:
-    import swagger_ui_bundle
-
-    return Path(swagger_ui_bundle.swagger_ui_path)
+_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
 
 
 @router.get("/docs")
@@ -30,7 +25,8 @@ async def docs() -> HTMLResponse:
 
 
 @router.get("/docs/assets/{name}")
-async def asset(name: str) -> FileResponse:
+async def asset(name: str) -> Response:
     if name not in _ASSETS:  # only the files the page names: never a path from the request
         raise HTTPException(404, f"No such asset: {name}")
-    return FileResponse(_dist() / name)
+    data = resources.files("fastapi_swagger").joinpath("resources", name).read_bytes()
+    return Response(data, media_type=_ASSETS[name], headers={"Cache-Control": "public, max-age=86400"})

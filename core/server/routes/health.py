@@ -1,4 +1,5 @@
-"""``GET``/``HEAD /health`` (200 when serving, 503 while loading or shutting down) and ``GET /metrics``."""
+"""``GET``/``HEAD /health`` (200 when serving, 503 while loading or shutting down), ``GET /version`` and
+``GET /metrics``. Health and version need no API key (middleware.OPEN_PATHS)."""
 
 from fastapi import APIRouter, Request, Response
 
@@ -19,6 +20,14 @@ async def health(request: Request) -> Response:
 
 
 router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)  # load balancers probe with HEAD
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    """poolkit's version, as vLLM's ``GET /version`` answers it: ``{"version": "0.1.0"}``."""
+    from poolkit import __version__
+
+    return {"version": __version__}
 
 
 @router.get("/metrics")

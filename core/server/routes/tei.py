@@ -7,7 +7,14 @@ sparse, any other model embeds. An embedding model's ``/`` also takes the senten
 posts there. ``/rerank`` and ``/tokenize`` are shared with another API: their routers send a body with
 TEI's ``texts`` / ``inputs`` here (:func:`answer`).
 
-Errors leave in TEI's body, ``{"error", "error_type"}``, with TEI's status per type (:data:`STATUS`).
+Errors leave in TEI's body, ``{"error", "error_type"}``, with TEI's status per type (:data:`STATUS`);
+the guard middleware's own (401, 413, ...) too, on the paths in :data:`PATHS`.
+
+TEI serves one model; poolkit may serve several. A TEI request picks one by its body's ``model``, else
+the ``?model=`` query parameter, else the ``X-Model`` header (:func:`model_name`), else the first served:
+``huggingface_hub.InferenceClient(base_url="http://host:port/?model=NAME")`` or
+``InferenceClient(base_url=..., headers={"X-Model": "NAME"})`` reaches model NAME (the client sends no
+model name of its own to a ``base_url``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,29 @@ logger = logging.getLogger("poolkit.server")
 
 STATUS = {"validation": 422, "tokenizer": 422, "empty": 400, "backend": 424, "overloaded": 429, "unhealthy": 503}
 EMPTY = "`inputs` cannot be empty"
+MODEL_HEADER = "x-model"  # a TEI request's model when neither its body nor ?model= names one
+
+
+def error_type(status: int) -> str:
+    """TEI's ``error_type`` for an HTTP status that is not one of TEI's own (401, 404, 405, 413, 500...)."""
+    return {429: "overloaded", 503: "unhealthy", 500: "backend", 424: "backend"}.get(status, "validation")
+
+
+def error_body(status: int, message: str) -> dict[str, str]:
+    return {"error": message, "error_type": error_type(status)}
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """An error of another layer (the guard middleware, routing) in TEI's shape, with its own status."""
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+def model_name(request: Request, given: Any = None) -> str | None:
+    """The served model a TEI request names: its body's ``model``, else ``?model=``, else the X-Model header;
+    None (the first served model) if none does."""
+    if isinstance(given, str):
+        return given
+    return request.query_params.get("model") or request.headers.get(MODEL_HEADER) or None
 
 
 class TEIError(Exception):
@@ -85,7 +115,15 @@ def tei_error(exc: Exception, request: Request) -> JSONResponse:
 
 
 class TEIRoute(APIRoute):
-    """A route whose errors, body validation included, leave in TEI's shape."""
+    """A route whose errors, body validation and a wrong method included, leave in TEI's shape."""
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allowed = ", ".join(sorted(self.methods))
+            response = error_response(405, f"Method {scope['method']} is not allowed on {scope['path']}; use {allowed}",
+                                      {"Allow": allowed})
+            return await response(scope, receive, send)
+        return await super().handle(scope, receive, send)
 
     def get_route_handler(self):
         handler = super().get_route_handler()
@@ -225,8 +263,8 @@ router = APIRouter(tags=["tei"], route_class=TEIRoute)
 async def embed(body: TEIEmbedRequest, request: Request) -> Response:
     state = get_state(request)
     params = PoolingParams(normalize=body.normalize, dimensions=body.dimensions, **truncation(body))
-    _, _, pooled = await run_prompts(state, body.model, prompts(state, body.inputs), "embed", params,
-                                     prompt_name=body.prompt_name)
+    _, _, pooled = await run_prompts(state, model_name(request, body.model), prompts(state, body.inputs), "embed",
+                                     params, prompt_name=body.prompt_name)
     return json_response([v.numpy() for v in pooled])
 
 
@@ -234,9 +272,10 @@ async def embed(body: TEIEmbedRequest, request: Request) -> Response:
 async def embed_sparse(body: TEIEmbedSparseRequest, request: Request) -> Response:
     """A SPLADE model's vocabulary-sized vectors as their nonzero entries."""
     state = get_state(request)
-    if not is_sparse(state.model(body.model).engine):
+    name = model_name(request, body.model)
+    if not is_sparse(state.model(name).engine):
         raise TEIError("backend", "Model is not an embedding model with SPLADE pooling")
-    _, _, pooled = await run_prompts(state, body.model, prompts(state, body.inputs), "embed",
+    _, _, pooled = await run_prompts(state, name, prompts(state, body.inputs), "embed",
                                      PoolingParams(**truncation(body)), prompt_name=body.prompt_name)
     out = []
     for v in pooled:
@@ -250,8 +289,8 @@ async def embed_all(body: TEIEmbedAllRequest, request: Request) -> Response:
     """Every token's embedding, not normalized (TEI returns the last hidden states as they are)."""
     state = get_state(request)
     params = PoolingParams(normalize=False, **truncation(body))
-    _, _, pooled = await run_prompts(state, body.model, prompts(state, body.inputs), "token_embed", params,
-                                     prompt_name=body.prompt_name)
+    _, _, pooled = await run_prompts(state, model_name(request, body.model), prompts(state, body.inputs), "token_embed",
+                                     params, prompt_name=body.prompt_name)
     return json_response([v.numpy() for v in pooled])
 
 
@@ -263,7 +302,7 @@ async def predict(body: TEIPredictRequest, request: Request) -> Response:
     check_batch(state, len(seqs))
     if any(not any(s) for s in seqs):  # TEI: a pair is empty only if both texts are
         raise TEIError("empty", EMPTY)
-    served = state.model(body.model)
+    served = state.model(model_name(request, body.model))
     params = PoolingParams(use_activation=False if body.raw_scores else None, **truncation(body))
     _, pooled = await served.worker.run(lambda: predict_tokens(served.engine, seqs, params))
     labels = served.engine.id2label
@@ -277,7 +316,7 @@ async def rerank(body: TEIRerankRequest, request: Request) -> Response:
     state = get_state(request)
     check_batch(state, len(body.texts), "`texts` cannot be empty")
     params = PoolingParams(use_activation=False if body.raw_scores else None, **truncation(body))
-    _, _, scores = await run_score(state, body.model, [body.query], body.texts, params)
+    _, _, scores = await run_score(state, model_name(request, body.model), [body.query], body.texts, params)
     return JSONResponse([{"index": i, **({"text": body.texts[i]} if body.return_text else {}), "score": scores[i]}
                          for i in rerank_order(scores)])
 
@@ -291,7 +330,8 @@ async def similarity(body: TEISimilarityRequest, request: Request) -> Response:
         raise TEIError("empty", "`inputs.sentences` cannot be empty")
     texts = prompts(state, [body.inputs.source_sentence, *body.inputs.sentences])
     params = PoolingParams(normalize=False, **truncation(p))
-    _, _, pooled = await run_prompts(state, body.model, texts, "embed", params, prompt_name=p.prompt_name)
+    _, _, pooled = await run_prompts(state, model_name(request, body.model), texts, "embed", params,
+                                     prompt_name=p.prompt_name)
     src = pooled[0]
     return JSONResponse([float(src @ v) / max(float(src.norm() * v.norm()), 1e-12) for v in pooled[1:]])
 
@@ -303,7 +343,7 @@ async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
     check_batch(state, len(texts))
     if any(not t for t in texts):
         raise TEIError("empty", EMPTY)
-    served = state.model(body.model)
+    served = state.model(model_name(request, body.model))
     engine = served.engine
     prompt = engine.input_processor.resolve_prompt(body.prompt_name, None) or ""
     return JSONResponse(await served.worker.run_in_tokenizer(
@@ -317,7 +357,7 @@ async def decode(body: TEIDecodeRequest, request: Request) -> Response:
     check_batch(state, len(seqs), "`ids` cannot be empty")
     if any(not s for s in seqs):
         raise TEIError("empty", "`input_ids` cannot be empty")
-    served = state.model(body.model)
+    served = state.model(model_name(request, body.model))
     tok = served.engine.tokenizer
     bad = [t for s in seqs for t in s if not 0 <= t < len(tok)]
     if bad:
@@ -328,11 +368,11 @@ async def decode(body: TEIDecodeRequest, request: Request) -> Response:
 
 @router.get("/info")
 async def info(request: Request, model: Annotated[str | None, Query()] = None) -> dict[str, Any]:
-    """TEI's model and router info, for the served ``model`` (default: the first)."""
+    """TEI's model and router info, for the served ``model`` (?model= or X-Model; default: the first)."""
     from poolkit import __version__
 
     state = get_state(request)
-    served = state.model(model)
+    served = state.model(model_name(request, model))
     engine = served.engine
     return {"model_id": str(engine.model_config.name), "model_sha": None,
             "model_dtype": str(engine.dtype).removeprefix("torch."), "served_model_name": served.name,
@@ -343,8 +383,8 @@ async def info(request: Request, model: Annotated[str | None, Query()] = None) -
             "sha": None, "docker_label": None}
 
 
-@router.get("/", include_in_schema=False)
-@router.get("/ping", include_in_schema=False)  # SageMaker's health route
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: load balancers probe with it
+@router.api_route("/ping", methods=["GET", "HEAD"], include_in_schema=False)  # SageMaker's health route
 async def health(request: Request) -> Response:
     """TEI's health on ``GET /``: 200 when serving, else TEI's ``unhealthy`` 503."""
     get_state(request).model(None)
@@ -356,8 +396,7 @@ async def health(request: Request) -> Response:
 @router.post("/invocations", include_in_schema=False)  # SageMaker's
 async def default_task(data: Annotated[dict[str, Any], Body()], request: Request) -> Response:
     """The model's default task, by model type (see the module docstring)."""
-    name = data.get("model")
-    engine = get_state(request).model(name if isinstance(name, str) else None).engine
+    engine = get_state(request).model(model_name(request, data.get("model"))).engine
     kind = next(iter(model_type(engine)))
     if kind == "reranker":
         return await rerank(validate_body(TEIRerankRequest, data), request)
@@ -368,3 +407,6 @@ async def default_task(data: Annotated[dict[str, Any], Body()], request: Request
     if is_sparse(engine):
         return await embed_sparse(validate_body(TEIEmbedSparseRequest, data), request)
     return await embed(validate_body(TEIEmbedRequest, data), request)
+
+
+PATHS = frozenset(route.path for route in router.routes)  # TEI's own paths: the guard answers them in TEI's shape
