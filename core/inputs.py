@@ -49,6 +49,31 @@ class ImagePrompt:
     from_client: bool = False
 
 
+def unencodable(text: str) -> int | None:
+    """The index of the first character of ``text`` that has no UTF-8 encoding (a lone UTF-16 surrogate, which
+    JSON's ``"\\ud800"`` escape can carry), else None. An ASCII text answers at once (CPython keeps that flag)."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def text_error(text: str, at: int, what: str) -> str:
+    """The message for a text that cannot be encoded: what it is, where the bad character is, what to do."""
+    return (f"{what} is not valid Unicode text: it holds a lone UTF-16 surrogate (U+{ord(text[at]):04X}) at "
+            f"character {at}, which UTF-8 cannot encode; send valid text (a surrogate only as half of a pair)")
+
+
+def check_text(text: str, what: str, param: str | None = "input") -> None:
+    """Refuse a text the tokenizer cannot read (it would raise a TypeError: our 500) as the request's fault."""
+    at = unencodable(text)
+    if at is not None:
+        raise InvalidRequestError(text_error(text, at, what), param)
+
+
 def image_prompt(prompt: dict, i: int) -> ImagePrompt:
     """vLLM's ``{"multi_modal_data": {"image": X}}`` (a ``"prompt"`` beside it must be empty) as an ImagePrompt."""
     data = prompt["multi_modal_data"]
@@ -138,6 +163,9 @@ class InputProcessor:
     def _truncation(self, params: PoolingParams) -> int | None:
         """The length this request's prompts are cut to, or None (then longer prompts are errors)."""
         k = params.truncate_prompt_tokens
+        if k is not None and (k == 0 or k < -1):  # set past PoolingParams' validation (model_copy)
+            raise InvalidRequestError(f"truncate_prompt_tokens must be -1 (the model's max_model_len) or at least 1, "
+                                      f"got {k}", "truncate_prompt_tokens")
         auto = self.auto_truncate if params.auto_truncate is None else params.auto_truncate
         if k is None and auto:
             k = self.max_model_len
@@ -175,7 +203,10 @@ class InputProcessor:
                     raise InvalidRequestError(f"Prompt {i} has token ids outside the vocabulary [0, {self.vocab_size}): {bad[:5]}")
                 out[i] = TokenizedPrompt(self._checked(ids, i))
             else:
+                check_text(p, f"input {i}")
                 groups.setdefault((k, par.truncation_side), []).append(i)
+        if instruction:
+            check_text(instruction, "the instruction prompt", "prompt")
         skip = 0
         if instruction and not self.include_prompt:
             skip = len(self.tokenizer(instruction)["input_ids"]) - 1  # as ST: the prompt without its last token
@@ -202,6 +233,8 @@ class InputProcessor:
         for i, (a, b, par) in enumerate(zip(first, second, params)):
             if not isinstance(a, str) or not isinstance(b, str):
                 raise InvalidInputTypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
+            check_text(a, f"the first text of pair {i}", "text_1")
+            check_text(b, f"the second text of pair {i}", "text_2")
             groups.setdefault((self._truncation(par), par.truncation_side), []).append(i)
         out: list[TokenizedPrompt | None] = [None] * len(first)
         for (k, side), idx in groups.items():

@@ -11,7 +11,7 @@ from fastapi import Request, Response
 
 from poolkit.inputs import normalize_prompts
 from poolkit.server.errors import APIError
-from poolkit.server.protocol import Usage
+from poolkit.server.protocol import Usage, check_texts
 from poolkit.server.state import ServedModel, ServerState
 
 
@@ -64,3 +64,14 @@ def require_text_list(value: Any, field: str) -> list[str]:
         raise APIError(400, f"{field} must be a string or a list of strings", field)
     return values
 
+
+
+def texts_checked(handler: Any) -> Any:
+    """``handler(body, request)`` after the texts of ``body`` (a schema without :class:`Checked`: TEI's, on the
+    routes it shares with another API) are checked as every other body's are: a 4xx naming the field."""
+
+    async def checked(body: Any, request: Request) -> Any:
+        check_texts(body)
+        return await handler(body, request)
+
+    return checked

@@ -9,7 +9,7 @@ from poolkit.server.errors import APIError
 from poolkit.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from poolkit.server.protocol_tei import TEITokenizeRequest
 from poolkit.server.routes import tei
-from poolkit.server.routes.common import get_state
+from poolkit.server.routes.common import get_state, texts_checked
 
 router = APIRouter(tags=["tokenize"])
 
@@ -18,7 +18,7 @@ router = APIRouter(tags=["tokenize"])
              openapi_extra=tei.body_schema(TokenizeRequest, TEITokenizeRequest))
 async def tokenize_or_tei(data: Annotated[dict[str, Any], Body()], request: Request) -> Any:
     if "inputs" in data and "prompt" not in data:
-        return await tei.answer(tei.tokenize, TEITokenizeRequest, data, request)
+        return await tei.answer(texts_checked(tei.tokenize), TEITokenizeRequest, data, request)
     return await tokenize(tei.validate_body(TokenizeRequest, data), request)
 
 
