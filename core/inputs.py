@@ -233,8 +233,8 @@ class InputProcessor:
         for i, (a, b, par) in enumerate(zip(first, second, params)):
             if not isinstance(a, str) or not isinstance(b, str):
                 raise InvalidInputTypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
-            check_text(a, f"the first text of pair {i}", "text_1")
-            check_text(b, f"the second text of pair {i}", "text_2")
+            check_text(a, f"pair {i} (its first text)", "text_1")
+            check_text(b, f"pair {i} (its second text)", "text_2")
             groups.setdefault((self._truncation(par), par.truncation_side), []).append(i)
         out: list[TokenizedPrompt | None] = [None] * len(first)
         for (k, side), idx in groups.items():
