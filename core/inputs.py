@@ -16,7 +16,7 @@ from typing import Any
 from poolkit.config import SentenceTransformersConfig
 from poolkit.errors import InputTooLongError, InvalidInputTypeError, InvalidRequestError
 from poolkit.params import PoolingParams
-from poolkit.truncation import truncation_prefix
+from poolkit.truncation import tokens_over, truncation_prefix
 
 LONG_TEXT_CHARS = 16  # characters per kept token beyond which a text to truncate is tokenized as a prefix
 
@@ -217,6 +217,9 @@ class InputProcessor:
             if k is not None and side != "left":  # a long text is cut to a prefix with the same first k tokens
                 texts = [truncation_prefix(self.tokenizer, t, k, add_special_tokens)
                          if len(t) > LONG_TEXT_CHARS * k else t for t in texts]
+            elif k is None:  # a long text that may not be truncated is refused from a prefix
+                for i, t in zip(idx, texts):
+                    self._refuse_long(t, i, add_special_tokens)
             with self._truncating_from(side):
                 enc = self.tokenizer(texts, truncation=k is not None, max_length=k, return_attention_mask=False,
                                      add_special_tokens=add_special_tokens, verbose=False)
@@ -238,14 +241,43 @@ class InputProcessor:
             groups.setdefault((self._truncation(par), par.truncation_side), []).append(i)
         out: list[TokenizedPrompt | None] = [None] * len(first)
         for (k, side), idx in groups.items():
+            firsts, seconds = [first[i] for i in idx], [second[i] for i in idx]
+            if k is None:  # refused from a prefix (a pair's tokens hold each text's own)
+                for i, a, b in zip(idx, firsts, seconds):
+                    self._refuse_long(a, i, False)
+                    self._refuse_long(b, i, False)
+            elif side != "left":
+                seconds = [self._pair_prefix(a, b, k) for a, b in zip(firsts, seconds)]
             with self._truncating_from(side):
-                enc = self.tokenizer([first[i] for i in idx], [second[i] for i in idx],
+                enc = self.tokenizer(firsts, seconds,
                                      truncation="longest_first" if k is not None else False, max_length=k,
                                      return_attention_mask=False, verbose=False)
             types = enc.get("token_type_ids")
             for j, i in enumerate(idx):
                 out[i] = TokenizedPrompt(self._checked(enc["input_ids"][j], i), types[j] if types else None)
         return out  # type: ignore[return-value]
+
+    def _pair_prefix(self, first: str, second: str, k: int) -> str:
+        """A long second text cut to a prefix with more than ``k`` tokens of its own: ``longest_first`` then
+        keeps exactly the tokens it keeps of the whole text, as long as the first text is shorter than the
+        prefix (which of the two is longer decides what is cut), so only beside a first text of at most k."""
+        if len(second) <= LONG_TEXT_CHARS * k:
+            return second
+        if len(self.tokenizer(first, add_special_tokens=False, verbose=False)["input_ids"]) > k:
+            return second
+        return truncation_prefix(self.tokenizer, second, k, False)
+
+    def _refuse_long(self, text: str, i: int, add_special_tokens: bool) -> None:
+        """An InputTooLongError for a text far over the limit, told from a bounded prefix of it (milliseconds
+        for megabytes), without tokenizing it whole."""
+        if len(text) <= LONG_TEXT_CHARS * self.max_model_len:
+            return
+        n = tokens_over(self.tokenizer, text, self.max_model_len, add_special_tokens)
+        if n is not None:
+            raise InputTooLongError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"at least {n} tokens in the input (prompt {i}, {len(text)} characters; counted on a prefix). Please reduce the length "
+                f"of the input, or pass truncate_prompt_tokens (-1 truncates to the maximum).", "input")
 
     def _checked(self, ids: list[int], i: int) -> list[int]:
         if len(ids) > self.max_model_len:
