@@ -24,11 +24,14 @@ async def tokenize_or_tei(data: Annotated[dict[str, Any], Body()], request: Requ
 
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     served = get_state(request).model(body.model)
-    tok = served.engine.tokenizer
-    ids = await served.worker.run_in_tokenizer(
-        lambda: tok(body.prompt, add_special_tokens=body.add_special_tokens, verbose=False)["input_ids"])
-    strs = tok.convert_ids_to_tokens(ids) if body.return_token_strs else None
-    return TokenizeResponse(count=len(ids), max_model_len=served.engine.max_model_len, tokens=ids, token_strs=strs)
+    engine = served.engine
+
+    def tokenize() -> tuple[list[int], list[str] | None]:  # engine.tokenizer: the tokenizer thread's own
+        ids = engine.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens, verbose=False)["input_ids"]
+        return ids, engine.tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
+
+    ids, strs = await served.worker.run_in_tokenizer(tokenize)
+    return TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)
@@ -38,5 +41,5 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeRes
     bad = [t for t in body.tokens if not 0 <= t < vocab]
     if bad:
         raise APIError(400, f"Token ids outside the vocabulary [0, {vocab}): {bad[:5]}", "tokens")
-    text = await served.worker.run_in_tokenizer(served.engine.tokenizer.decode, body.tokens)
+    text = await served.worker.run_in_tokenizer(lambda: served.engine.tokenizer.decode(body.tokens))
     return DetokenizeResponse(prompt=text)
