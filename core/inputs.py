@@ -21,6 +21,7 @@ from poolkit.params import PoolingParams
 from poolkit.truncation import tokens_over, truncation_prefix
 
 LONG_TEXT_CHARS = 16  # characters per kept token beyond which a text to truncate is tokenized as a prefix
+EXACT_COUNT_CHARS = 65_536  # a text refused for length up to this size is tokenized whole, for its exact count
 
 
 @dataclass
@@ -289,8 +290,8 @@ class InputProcessor:
     def _refuse_long(self, text: str, i: int, add_special_tokens: bool) -> None:
         """An InputTooLongError for a text far over the limit, told from a bounded prefix of it (milliseconds
         for megabytes), without tokenizing it whole."""
-        if len(text) <= LONG_TEXT_CHARS * self.max_model_len:
-            return
+        if len(text) <= max(LONG_TEXT_CHARS * self.max_model_len, EXACT_COUNT_CHARS):
+            return  # cheap enough to count exactly (vLLM's message gives the count)
         n = tokens_over(self.tokenizer, text, self.max_model_len, add_special_tokens)
         if n is not None:
             raise InputTooLongError(
