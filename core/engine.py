@@ -165,6 +165,18 @@ class Engine:
                     f" + {self.quantization} linears" if self.quantization else "", self.device, kernels,
                     self.max_model_len, "longer inputs truncated" if self.auto_truncate else "longer inputs rejected")
 
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, as the calling thread uses it (:meth:`InputProcessor.use_own_tokenizer`)."""
+        processor = self.__dict__.get("input_processor")
+        return processor.tokenizer if processor is not None else self.__dict__["_tokenizer"]
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self.__dict__["_tokenizer"] = value
+        if self.__dict__.get("input_processor") is not None:
+            self.input_processor.tokenizer = value
+
     def _calibrate(self) -> None:
         """Int8 layers' activation ranges from :data:`poolkit.quantize.CALIBRATION_TEXTS` (fixed, so the
         quantized model is the same every load), then their weights quantized."""

@@ -11,6 +11,12 @@ from __future__ import annotations
 from poolkit.registry.errors import PoolkitError, UnknownTaskError
 
 
+def printable(message: str) -> str:
+    """``message`` with any lone surrogate written as ``\\udXXX``: a message may quote the client's own bad
+    text, and an error answer must still encode as UTF-8 (else the 400 would become a 500)."""
+    return message if message.isascii() else message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class InvalidRequestError(PoolkitError, ValueError):
     """One request's input is invalid; ``status`` is the HTTP status the server answers with.
 
@@ -20,6 +26,7 @@ class InvalidRequestError(PoolkitError, ValueError):
     status = 400
 
     def __init__(self, message: str, param: str | None = None) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message, self.param = message, param
 
@@ -39,5 +46,5 @@ class UnsupportedTaskError(InvalidRequestError, UnknownTaskError):
     """The request names a task this model does not serve; the message lists the ones it does."""
 
 
-__all__ = ["InputTooLongError", "InvalidInputTypeError", "InvalidRequestError", "PoolkitError",
+__all__ = ["InputTooLongError", "printable", "InvalidInputTypeError", "InvalidRequestError", "PoolkitError",
            "UnsupportedTaskError"]

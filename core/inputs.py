@@ -8,6 +8,8 @@ Texts are tokenized in one call per truncation length; nothing else touches the 
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,9 +18,10 @@ from typing import Any
 from poolkit.config import SentenceTransformersConfig
 from poolkit.errors import InputTooLongError, InvalidInputTypeError, InvalidRequestError
 from poolkit.params import PoolingParams
-from poolkit.truncation import truncation_prefix
+from poolkit.truncation import tokens_over, truncation_prefix
 
 LONG_TEXT_CHARS = 16  # characters per kept token beyond which a text to truncate is tokenized as a prefix
+EXACT_COUNT_CHARS = 65_536  # a text refused for length up to this size is tokenized whole, for its exact count
 
 
 @dataclass
@@ -47,6 +50,31 @@ class ImagePrompt:
 
     image: Any
     from_client: bool = False
+
+
+def unencodable(text: str) -> int | None:
+    """The index of the first character of ``text`` that has no UTF-8 encoding (a lone UTF-16 surrogate, which
+    JSON's ``"\\ud800"`` escape can carry), else None. An ASCII text answers at once (CPython keeps that flag)."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def text_error(text: str, at: int, what: str) -> str:
+    """The message for a text that cannot be encoded: what it is, where the bad character is, what to do."""
+    return (f"{what} is not valid Unicode text: it holds a lone UTF-16 surrogate (U+{ord(text[at]):04X}) at "
+            f"character {at}, which UTF-8 cannot encode; send valid text (a surrogate only as half of a pair)")
+
+
+def check_text(text: str, what: str, param: str | None = "input") -> None:
+    """Refuse a text the tokenizer cannot read (it would raise a TypeError: our 500) as the request's fault."""
+    at = unencodable(text)
+    if at is not None:
+        raise InvalidRequestError(text_error(text, at, what), param)
 
 
 def image_prompt(prompt: dict, i: int) -> ImagePrompt:
@@ -110,12 +138,29 @@ class InputProcessor:
 
     def __init__(self, tokenizer: Any, max_model_len: int, st: SentenceTransformersConfig | None,
                  include_prompt: bool = True, vocab_size: int | None = None, auto_truncate: bool = False) -> None:
-        self.tokenizer = tokenizer
+        self._tokenizer = tokenizer
+        self._local = threading.local()  # a thread given a tokenizer of its own (use_own_tokenizer)
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.st = st
         self.include_prompt = include_prompt
         self.auto_truncate = auto_truncate
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer of the calling thread: the model's, or the copy :meth:`use_own_tokenizer` gave it."""
+        return getattr(self._local, "tokenizer", self._tokenizer)
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
+
+    def use_own_tokenizer(self) -> None:
+        """From now on the calling thread tokenizes with a copy of its own. An HF fast tokenizer is reconfigured
+        by each call (truncation, side), so two threads may share one only under a lock; with a copy, a
+        thread tokenizing a huge request runs beside the one serving small requests (the Rust tokenizer
+        releases the GIL). The server's bulk tokenizer thread calls this once."""
+        self._local.tokenizer = copy.deepcopy(self._tokenizer)
 
     def resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
         """The instruction text to prepend: ``prompt``, else ``prompt_name``, else the model's default."""
@@ -138,6 +183,9 @@ class InputProcessor:
     def _truncation(self, params: PoolingParams) -> int | None:
         """The length this request's prompts are cut to, or None (then longer prompts are errors)."""
         k = params.truncate_prompt_tokens
+        if k is not None and (k == 0 or k < -1):  # set past PoolingParams' validation (model_copy)
+            raise InvalidRequestError(f"truncate_prompt_tokens must be -1 (the model's max_model_len) or at least 1, "
+                                      f"got {k}", "truncate_prompt_tokens")
         auto = self.auto_truncate if params.auto_truncate is None else params.auto_truncate
         if k is None and auto:
             k = self.max_model_len
@@ -175,7 +223,10 @@ class InputProcessor:
                     raise InvalidRequestError(f"Prompt {i} has token ids outside the vocabulary [0, {self.vocab_size}): {bad[:5]}")
                 out[i] = TokenizedPrompt(self._checked(ids, i))
             else:
+                check_text(p, f"input {i}")
                 groups.setdefault((k, par.truncation_side), []).append(i)
+        if instruction:
+            check_text(instruction, "the instruction prompt", "prompt")
         skip = 0
         if instruction and not self.include_prompt:
             skip = len(self.tokenizer(instruction)["input_ids"]) - 1  # as ST: the prompt without its last token
@@ -186,6 +237,9 @@ class InputProcessor:
             if k is not None and side != "left":  # a long text is cut to a prefix with the same first k tokens
                 texts = [truncation_prefix(self.tokenizer, t, k, add_special_tokens)
                          if len(t) > LONG_TEXT_CHARS * k else t for t in texts]
+            elif k is None:  # a long text that may not be truncated is refused from a prefix
+                for i, t in zip(idx, texts):
+                    self._refuse_long(t, i, add_special_tokens)
             with self._truncating_from(side):
                 enc = self.tokenizer(texts, truncation=k is not None, max_length=k, return_attention_mask=False,
                                      add_special_tokens=add_special_tokens, verbose=False)
@@ -202,17 +256,48 @@ class InputProcessor:
         for i, (a, b, par) in enumerate(zip(first, second, params)):
             if not isinstance(a, str) or not isinstance(b, str):
                 raise InvalidInputTypeError(f"score pair {i} must be two strings, got {type(a).__name__} and {type(b).__name__}")
+            check_text(a, f"pair {i} (its first text)", "text_1")
+            check_text(b, f"pair {i} (its second text)", "text_2")
             groups.setdefault((self._truncation(par), par.truncation_side), []).append(i)
         out: list[TokenizedPrompt | None] = [None] * len(first)
         for (k, side), idx in groups.items():
+            firsts, seconds = [first[i] for i in idx], [second[i] for i in idx]
+            if k is None:  # refused from a prefix (a pair's tokens hold each text's own)
+                for i, a, b in zip(idx, firsts, seconds):
+                    self._refuse_long(a, i, False)
+                    self._refuse_long(b, i, False)
+            elif side != "left":
+                seconds = [self._pair_prefix(a, b, k) for a, b in zip(firsts, seconds)]
             with self._truncating_from(side):
-                enc = self.tokenizer([first[i] for i in idx], [second[i] for i in idx],
+                enc = self.tokenizer(firsts, seconds,
                                      truncation="longest_first" if k is not None else False, max_length=k,
                                      return_attention_mask=False, verbose=False)
             types = enc.get("token_type_ids")
             for j, i in enumerate(idx):
                 out[i] = TokenizedPrompt(self._checked(enc["input_ids"][j], i), types[j] if types else None)
         return out  # type: ignore[return-value]
+
+    def _pair_prefix(self, first: str, second: str, k: int) -> str:
+        """A long second text cut to a prefix with more than ``k`` tokens of its own: ``longest_first`` then
+        keeps exactly the tokens it keeps of the whole text, as long as the first text is shorter than the
+        prefix (which of the two is longer decides what is cut), so only beside a first text of at most k."""
+        if len(second) <= LONG_TEXT_CHARS * k:
+            return second
+        if len(self.tokenizer(first, add_special_tokens=False, verbose=False)["input_ids"]) > k:
+            return second
+        return truncation_prefix(self.tokenizer, second, k, False)
+
+    def _refuse_long(self, text: str, i: int, add_special_tokens: bool) -> None:
+        """An InputTooLongError for a text far over the limit, told from a bounded prefix of it (milliseconds
+        for megabytes), without tokenizing it whole."""
+        if len(text) <= max(LONG_TEXT_CHARS * self.max_model_len, EXACT_COUNT_CHARS):
+            return  # cheap enough to count exactly (vLLM's message gives the count)
+        n = tokens_over(self.tokenizer, text, self.max_model_len, add_special_tokens)
+        if n is not None:
+            raise InputTooLongError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"at least {n} tokens in the input (prompt {i}, {len(text)} characters; counted on a prefix). Please reduce the length "
+                f"of the input, or pass truncate_prompt_tokens (-1 truncates to the maximum).", "input")
 
     def _checked(self, ids: list[int], i: int) -> list[int]:
         if len(ids) > self.max_model_len:

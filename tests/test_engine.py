@@ -193,3 +193,25 @@ def test_max_model_len_below_st_max_seq_length_truncates(minilm_dir):
     engine = Engine(str(minilm_dir), max_model_len=128)
     [out] = engine.embed("word " * 400)
     assert len(out.prompt_token_ids) == 128
+
+
+def test_bad_text_and_truncation_are_request_errors(engine):
+    """Issue 21: a lone surrogate is an InvalidRequestError (a ValueError) naming the input, not the tokenizer's
+    TypeError; truncate_prompt_tokens=0 is refused (vLLM: -1 or >= 1); numbers are strict; "" embeds the
+    special tokens alone (as SentenceTransformer.encode(""))."""
+    import pydantic
+
+    from poolkit import PoolingParams
+    from poolkit.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=r"input 1 is not valid Unicode text.*U\+DC00\) at character 2"):
+        engine.embed(["fine", "ab\udc00"])
+    with pytest.raises(InvalidRequestError, match="instruction prompt"):
+        engine.embed("fine", prompt="query\ud800: ")
+    with pytest.raises(InvalidRequestError, match="at least 1, got 0"):
+        engine.embed("fine", truncate_prompt_tokens=0)
+    for bad in ({"truncate_prompt_tokens": 0}, {"dimensions": True}, {"dimensions": "8"}, {"normalize": "no"}):
+        with pytest.raises(pydantic.ValidationError):
+            PoolingParams(**bad)
+    assert engine.embed("")[0].prompt_token_ids == engine.tokenizer("")["input_ids"]
+    assert engine.embed("fine \U0001f389")[0].outputs.data.shape  # a real (paired) non-BMP character is fine

@@ -7,13 +7,15 @@ its cause but the request id (the traceback is in the log).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from poolkit.errors import InvalidRequestError
+from poolkit.errors import InvalidRequestError, printable
+from poolkit.server.protocol import TEXT_ERROR
 
 logger = logging.getLogger("poolkit.server")
 
@@ -26,6 +28,7 @@ class APIError(Exception):
     """An error with its HTTP status; ``headers`` such as Retry-After go to the response."""
 
     def __init__(self, status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
+        message = printable(message)  # it may quote the client's text: a 4xx must still encode
         super().__init__(message)
         self.status, self.message, self.param, self.headers = status, message, param, headers
 
@@ -36,7 +39,7 @@ class Overloaded(APIError):
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict:
-    return {"object": "error", "message": message, "type": _TYPES.get(status, "APIError"), "param": param,
+    return {"object": "error", "message": printable(message), "type": _TYPES.get(status, "APIError"), "param": param,
             "code": status}
 
 
@@ -52,6 +55,25 @@ def request_id(request: Request) -> str:
 def internal_error(rid: str) -> JSONResponse:
     """A bug on our side: a generic 500 naming the request id; the traceback goes to the log, not the client."""
     return error_response(500, f"Internal server error (request id {rid}); the server log has the details")
+
+
+def validation_response(errors: list[dict]) -> JSONResponse:
+    """A body the schema refuses, as a 400 naming the field. A text that cannot be encoded outranks the
+    other members of a union it failed (``input``: a string, or a list of...), whose errors say less."""
+    first = next((e for e in errors if e.get("type") == TEXT_ERROR), errors[0] if errors else {})
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"Invalid JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}")
+    loc = [p for p in first.get("loc", ()) if p != "body" and not _union_label(p)]
+    if first.get("type") == TEXT_ERROR:  # the message names the exact place (input[3], messages[0].content)
+        return error_response(400, first["msg"], str(loc[0]) if loc else None)
+    where = ".".join(str(p) for p in loc)
+    return error_response(400, f"Invalid request: {where}: {first.get('msg', 'invalid value')}" if where
+                          else f"Invalid request: {first.get('msg', 'invalid body')}", where or None)
+
+
+def _union_label(part: Any) -> bool:
+    """pydantic's name for a union member in an error's location (``list[str]``, ``function-after[...]``)."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "bool", "float"))
 
 
 def install(app) -> None:
@@ -72,12 +94,7 @@ def install(app) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":
-            return error_response(400, f"Invalid JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}")
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error_response(400, f"Invalid request: {where}: {first.get('msg', 'invalid value')}" if where
-                              else f"Invalid request: {first.get('msg', 'invalid body')}", where or None)
+        return validation_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

@@ -1,4 +1,8 @@
-"""Request and response schemas, with the field names of vLLM's OpenAI-compatible server."""
+"""Request and response schemas, with the field names of vLLM's OpenAI-compatible server.
+
+Numbers and booleans are strict (``"dimensions": true`` or ``"8"`` is a 400 naming the field, never 1 or 8),
+and every text of a request is checked once, here, for characters no UTF-8 text can hold (:class:`Checked`).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,82 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 
-Input = str | list[str] | list[int] | list[list[int]]
+from poolkit.errors import InvalidRequestError
+from poolkit.inputs import text_error, unencodable
+
+Input = str | list[str] | list[StrictInt] | list[list[StrictInt]]
+TEXT_ERROR = "invalid_text"  # the pydantic error type of a text that cannot be encoded (server/errors.py names it)
 
 
-class Request(BaseModel):
+def _first_unencodable(value: Any, path: str) -> tuple[str, str, int] | None:
+    """(path, text, index) of the first text under ``value`` with a character UTF-8 cannot encode."""
+    if isinstance(value, str):
+        at = unencodable(value)
+        return None if at is None else (path, value, at)
+    if isinstance(value, (list, tuple)):
+        if value and isinstance(value[0], int):  # token ids
+            return None
+        for i, v in enumerate(value):
+            if (found := _first_unencodable(v, f"{path}[{i}]")) is not None:
+                return found
+    elif isinstance(value, BaseModel):
+        for name, v in value:
+            if (found := _first_unencodable(v, f"{path}.{name}")) is not None:
+                return found
+    elif isinstance(value, dict):  # a plugin's free-form data
+        for k, v in value.items():
+            if (found := _first_unencodable(k, f"{path} key") or _first_unencodable(v, f"{path}.{k}")) is not None:
+                return found
+    return None
+
+
+class Checked(BaseModel):
+    """A request body whose every text (nested ones too: messages, documents) is checked for lone UTF-16
+    surrogates: the tokenizer cannot read them, and an answer quoting them cannot be encoded. One
+    ``isascii`` per text (constant time in CPython), a UTF-8 encode only for non-ASCII text."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _encodable(cls, value: Any, info: Any) -> Any:
+        found = _first_unencodable(value, info.field_name)
+        if found is not None:
+            path, text, at = found
+            raise PydanticCustomError(TEXT_ERROR, "{reason}", {"reason": text_error(text, at, path)})
+        return value
+
+
+def check_texts(body: BaseModel) -> None:
+    """The check :class:`Checked` runs, on a body validated by another schema (TEI's, on a route shared with
+    another API): a text that cannot be encoded is an InvalidRequestError naming its field."""
+    for name, value in body:
+        if (found := _first_unencodable(value, name)) is not None:
+            path, text, at = found
+            raise InvalidRequestError(text_error(text, at, path), name)
+
+
+def check_truncate_prompt_tokens(value: int | None) -> int | None:
+    """vLLM's rule: -1 (the model's limit) or at least 1; 0 would keep no tokens at all."""
+    if value == 0:
+        raise PydanticCustomError("truncate_prompt_tokens", "must be -1 (the model's max_model_len) or at least 1, "
+                                  "got 0 (which would keep no tokens)")
+    return value
+
+
+class Request(Checked):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send extra fields (user, extra_body...)
 
     model: str | None = None
-    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+    truncate_prompt_tokens: StrictInt | None = Field(default=None, ge=-1, description="keep at most this many "
+                                                     "tokens (-1: the model's max_model_len; 0 is refused)")
     truncation_side: Literal["left", "right"] | None = Field(
         default=None, description="vLLM's: which end truncation cuts ('left' keeps the last tokens)")
-    priority: int = Field(default=0, description="Scheduling priority (vLLM's): lower is served first; "
-                                                 "requests of equal priority share forward passes fairly")
+    priority: StrictInt = Field(default=0, description="Scheduling priority (vLLM's): lower is served first; "
+                                                       "requests of equal priority share forward passes fairly")
+
+    _no_zero = field_validator("truncate_prompt_tokens")(check_truncate_prompt_tokens)
 
 
 class Usage(BaseModel):
@@ -74,8 +140,8 @@ class EmbeddingRequest(Request):
     input: Input | None = None
     messages: list[ChatMessage] | None = Field(default=None, description="vLLM's chat form instead of input: one "
                                                "embedding of the conversation (the chat template) or of its image")
-    add_generation_prompt: bool = False  # vLLM's chat-form defaults
-    continue_final_message: bool = False
+    add_generation_prompt: StrictBool = False  # vLLM's chat-form defaults
+    continue_final_message: StrictBool = False
     prompt_name: str | None = Field(default=None, description="A prompt of the model's Sentence Transformers "
                                     "config to prepend ('query', 'document'...), as SentenceTransformer.encode")
     encoding_format: Literal["float", "base64"] = "float"
@@ -83,9 +149,9 @@ class EmbeddingRequest(Request):
         default="float32", description="vLLM's: the element type of base64 vectors")
     endianness: Literal["native", "little", "big"] = Field(
         default="native", description="vLLM's: the byte order of base64 vectors")
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: StrictInt | None = Field(default=None, gt=0)
     user: str | None = None
-    normalize: bool | None = None
+    normalize: StrictBool | None = None
 
 
 class EmbeddingData(BaseModel):
@@ -105,8 +171,8 @@ class EmbeddingResponse(ListResponse):
 class PoolingRequest(Request):
     input: Input | None = None
     messages: list[ChatMessage] | None = Field(default=None, description="vLLM's chat form instead of input")
-    add_generation_prompt: bool = False
-    continue_final_message: bool = False
+    add_generation_prompt: StrictBool = False
+    continue_final_message: StrictBool = False
     data: Any = None  # the plugin task's own input, parsed by its IO processor
     task: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -114,9 +180,9 @@ class PoolingRequest(Request):
         default="float32", description="vLLM's: the element type of base64 vectors")
     endianness: Literal["native", "little", "big"] = Field(
         default="native", description="vLLM's: the byte order of base64 vectors")
-    dimensions: int | None = Field(default=None, gt=0)
-    normalize: bool | None = None
-    use_activation: bool | None = None
+    dimensions: StrictInt | None = Field(default=None, gt=0)
+    normalize: StrictBool | None = None
+    use_activation: StrictBool | None = None
     prompt_name: str | None = Field(default=None, description="A prompt of the model's Sentence Transformers "
                                     "config to prepend (PyLate ColBERT: 'query' or 'document')")
 
@@ -137,7 +203,7 @@ class PoolingResponse(ListResponse):
 
 class ClassificationRequest(Request):
     input: Input
-    use_activation: bool | None = None
+    use_activation: StrictBool | None = None
 
 
 class ClassificationData(BaseModel):
@@ -162,7 +228,7 @@ class ScoreRequest(Request):
     text_2: str | list[str] | None = None
     queries: str | list[str] | None = None
     documents: str | list[str] | None = None
-    use_activation: bool | None = None
+    use_activation: StrictBool | None = None
 
 
 class ScoreData(BaseModel):
@@ -185,8 +251,8 @@ class RerankRequest(Request):
 
     query: str
     documents: list[str | RerankDocumentIn]
-    top_n: int | None = Field(default=None, ge=0)
-    return_documents: bool = True
+    top_n: StrictInt | None = Field(default=None, ge=0)
+    return_documents: StrictBool = True
 
 
 class RerankDocument(BaseModel):
@@ -215,19 +281,19 @@ class RerankResponse(BaseModel):
 
 class TokenizeRequest(Request):
     prompt: str
-    add_special_tokens: bool = True
-    return_token_strs: bool = False  # vLLM's: also the token strings, as token_strs
+    add_special_tokens: StrictBool = True
+    return_token_strs: StrictBool = False  # vLLM's: also the token strings, as token_strs
 
 
 class TokenizeResponse(BaseModel):
     count: int
     max_model_len: int
-    tokens: list[int]
+    tokens: list[StrictInt]
     token_strs: list[str] | None = None
 
 
 class DetokenizeRequest(Request):
-    tokens: list[int]
+    tokens: list[StrictInt]
 
 
 class DetokenizeResponse(BaseModel):

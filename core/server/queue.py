@@ -2,7 +2,10 @@
 
 Request handlers tokenize on the model's tokenizer thread (``ModelWorker.run``), which queues the
 request's prompts for the engine loop itself; a request that finds the engine loop idle is
-tokenized by the loop itself (one thread hop less).
+tokenized by the loop itself (one thread hop less). A big request (a body over
+:data:`BIG_REQUEST_BYTES`) is tokenized on the model's bulk thread instead, with a tokenizer of its own,
+so that seconds of tokenizing megabytes delay no small request; a second later the heap pages it
+freed are handed back to the OS.
 
 Scheduling is fair across requests, not first-come-first-served per prompt: each batch is filled
 round robin from the queued requests, least-served first (a request's ``priority`` comes before
@@ -37,7 +40,10 @@ from poolkit.server.errors import APIError, Overloaded
 
 _arrival = itertools.count()
 _MAX_DIRECT_JOBS = 8  # requests an idle engine loop tokenizes itself before the tokenizer thread takes over
+BIG_REQUEST_BYTES = 64 * 1024  # a body this large is tokenized on the model's bulk thread (~ one forward pass of work)
+TRIM_DELAY = 1.0  # seconds after a big request before freed heap pages are handed back (its response is sent by then)
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("poolkit_request_id", default="-")
+request_bytes_var: contextvars.ContextVar[int] = contextvars.ContextVar("poolkit_request_bytes", default=0)
 
 
 class _Request:
@@ -115,6 +121,8 @@ class ModelWorker:
         self._busy = False
         self._capped_last = False  # the last batch left longer prompts out for a new request (_next_batch)
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize")
+        self._bulk: ThreadPoolExecutor | None = None  # big requests, with a tokenizer of its own (_bulk_executor)
+        self._trim_pending = False
         if metrics:
             metrics.queue_depth.set_function(lambda: self._pending)  # read at scrape time
         with self._cv:
@@ -135,6 +143,7 @@ class ModelWorker:
         """
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), priority)
+        big = self._is_big()
         with self._cv:
             if not self._running:
                 raise APIError(503, "The server is shutting down")
@@ -144,7 +153,7 @@ class ModelWorker:
             # an idle engine loop tokenizes the request itself: one thread hop less (~0.2 ms at 1 client);
             # under load the tokenizer thread does it while the loop runs the current batch
             job = None
-            if direct and self.engine_loop.idle and len(self._jobs) < _MAX_DIRECT_JOBS:
+            if direct and not big and self.engine_loop.idle and len(self._jobs) < _MAX_DIRECT_JOBS:
                 job = _Job(prepare, split, request)
                 self._jobs.append(job)
                 self._cv.notify_all()
@@ -152,7 +161,8 @@ class ModelWorker:
             if job is not None:
                 pooled = await request.future
                 return job.prepared, pooled
-            prepared, queued = await self._in_tokenizer_thread(loop, self._prepare_and_queue, prepare, split, request)
+            prepared, queued = await self._in_tokenizer_thread(loop, self._prepare_and_queue, prepare, split, request,
+                                                               big, big=big)
             return prepared, (await request.future if queued else [])
         except asyncio.CancelledError:
             self.cancel(request)
@@ -160,19 +170,68 @@ class ModelWorker:
         finally:
             with self._cv:
                 self._requests -= 1
+            if big:
+                self._trim_later(loop)
 
     async def run_in_tokenizer(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the tokenizer thread (a big request's on the bulk thread): ``fn`` must read
+        the tokenizer as ``engine.tokenizer`` when it runs, which is that thread's own."""
         loop = asyncio.get_running_loop()
+        big = self._is_big()
 
         def call() -> Any:
+            if big:
+                return fn(*args, **kwargs)
             with self._tokenizer_lock:
                 return fn(*args, **kwargs)
 
-        return await self._in_tokenizer_thread(loop, call)
-
-    async def _in_tokenizer_thread(self, loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> Any:
         try:
-            future = loop.run_in_executor(self._tokenizer, fn, *args)
+            return await self._in_tokenizer_thread(loop, call, big=big)
+        finally:
+            if big:
+                self._trim_later(loop)
+
+    def _is_big(self) -> bool:
+        """Whether this request's body is large enough to be tokenized on the bulk thread (never a direct job)."""
+        return request_bytes_var.get() > BIG_REQUEST_BYTES
+
+    def _bulk_executor(self) -> ThreadPoolExecutor:
+        """The model's second tokenizer thread, for big requests, with a copy of the tokenizer: a 5 MB text
+        tokenizes for seconds there while small requests go on through the tokenizer thread and the
+        engine loop (HF tokenizers release the GIL)."""
+        with self._cv:
+            if self._bulk is None:
+                processor = getattr(self.engine, "input_processor", None)
+                own = getattr(processor, "use_own_tokenizer", None)
+                self._bulk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize-bulk",
+                                                initializer=own)
+            return self._bulk
+
+    def _trim_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand the pages a big request freed back to the OS (glibc keeps them otherwise, and RSS stays at its
+        peak) once its response is sent: one trim on the bulk thread, ``TRIM_DELAY`` seconds later."""
+        if self._trim_pending:
+            return
+        self._trim_pending = True
+
+        def trim() -> None:
+            from poolkit.model.loading import release_freed_memory
+
+            self._trim_pending = False
+            release_freed_memory(collect=False)
+
+        def submit() -> None:
+            try:
+                self._bulk_executor().submit(trim)
+            except RuntimeError:  # shut down
+                pass
+
+        loop.call_later(TRIM_DELAY, submit)
+
+    async def _in_tokenizer_thread(self, loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any,
+                                   big: bool = False) -> Any:
+        try:
+            future = loop.run_in_executor(self._bulk_executor() if big else self._tokenizer, fn, *args)
         except RuntimeError:  # the tokenizer thread is shut down: the server is draining
             raise APIError(503, "The server is shutting down") from None
         return await future
@@ -188,9 +247,13 @@ class ModelWorker:
                 if self.metrics:
                     self.metrics.cancelled_prompts.inc(len(queued))
 
-    def _prepare_and_queue(self, prepare: Callable[[], Any], split: Callable, request: _Request) -> tuple[Any, bool]:
-        with self._tokenizer_lock:
+    def _prepare_and_queue(self, prepare: Callable[[], Any], split: Callable, request: _Request,
+                           own_tokenizer: bool = False) -> tuple[Any, bool]:
+        if own_tokenizer:  # the bulk thread: nobody else uses its tokenizer
             prepared = prepare()
+        else:
+            with self._tokenizer_lock:
+                prepared = prepare()
         adapter, tokens, params = split(prepared)
         if not tokens:
             return prepared, False
@@ -241,6 +304,8 @@ class ModelWorker:
         for job in jobs:
             job.request.fail(gone)
         self._tokenizer.shutdown(wait=False)
+        if self._bulk is not None:
+            self._bulk.shutdown(wait=False)
 
     def _fail_queued(self, exc: BaseException) -> None:
         """Settle every queued request with ``exc`` (the engine loop holds the lock)."""

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pytest
 
 from poolkit import testing
 from poolkit.server.app import create_app
@@ -240,3 +241,52 @@ def test_plugin_task_on_pooling_route(model_dirs):
                 assert testing.max_abs_diff(got["embedding"], expected["embedding"]) <= 1e-6
     finally:
         live.stop()
+
+
+BIG_TEXT = ("lorem ipsum dolor sit amet consectetur " * 140_000)[:5_000_000]  # 5 MB, ~1.8 M tokens
+
+
+def test_a_huge_request_does_not_stall_small_ones(server):
+    """Issue 21: a 5 MB text tokenized whole (left truncation has no prefix shortcut) took the engine loop or
+    the model's tokenizer thread for its whole tokenization (seconds; a one-word request waited 4.85 s). It is
+    tokenized on the model's bulk thread now: one-word requests meanwhile answer within 2 s each (measured
+    0.5 s at worst on a loaded 2-core machine, where the big request takes over 10 s)."""
+    import threading
+
+    done: dict = {}
+
+    def big() -> None:
+        start = time.perf_counter()
+        r = httpx.post(server.url + "/v1/embeddings", json={"model": "embedder", "input": BIG_TEXT,
+                                                            "truncate_prompt_tokens": -1, "truncation_side": "left"},
+                       timeout=300)
+        done.update(status=r.status_code, seconds=time.perf_counter() - start)
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    time.sleep(0.5)  # the big body is uploaded and being tokenized
+    latencies = []
+    while thread.is_alive() and len(latencies) < 10:
+        start = time.perf_counter()
+        r = httpx.post(server.url + "/v1/embeddings", json={"model": "embedder", "input": "one word"}, timeout=60)
+        latencies.append(time.perf_counter() - start)
+        assert r.status_code == 200
+    thread.join()
+    assert done["status"] == 200
+    assert latencies and max(latencies) < 2.0, (latencies, done)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/embeddings", {"model": "embedder", "input": BIG_TEXT}),
+    ("/rerank", {"model": "reranker", "query": "q", "documents": [BIG_TEXT]}),
+    ("/score", {"model": "reranker", "text_1": BIG_TEXT, "text_2": "d"}),
+    ("/embed", {"model": "embedder", "inputs": BIG_TEXT, "truncate": False}),
+])
+def test_an_over_long_text_is_refused_from_a_prefix(server, path, body):
+    """A 5 MB text to a model that does not truncate is a 400 (TEI: 422) in well under a second: its length is
+    told from a bounded prefix (was: tokenized whole first, ~3 s)."""
+    start = time.perf_counter()
+    r = httpx.post(server.url + path, json=body, timeout=120)
+    took = time.perf_counter() - start
+    assert r.status_code in (400, 422) and "maximum context length is 512 tokens" in r.text, r.text
+    assert took < 1.0, f"{took:.2f} s"

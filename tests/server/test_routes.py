@@ -219,3 +219,107 @@ def test_errors_are_openai_shaped(server, body, status, needle):
 def test_invalid_json_is_400(server):
     r = httpx.post(server.url + "/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["message"].startswith("Invalid JSON body")
+
+
+LONE = "\ud800"  # a lone UTF-16 surrogate: valid JSON ("\ud800"), but no UTF-8 text can hold it
+
+
+@pytest.mark.parametrize("path,body,status,field", [
+    ("/v1/embeddings", {"input": LONE}, 400, "input"),
+    ("/v1/embeddings", {"input": ["fine", "x" + LONE]}, 400, "input[1]"),
+    ("/v1/embeddings", {"model": LONE, "input": "x"}, 400, "model"),
+    ("/v1/embeddings", {"messages": [{"role": "user", "content": LONE}]}, 400, "messages[0].content"),
+    ("/pooling", {"input": LONE, "task": "token_embed"}, 400, "input"),
+    ("/classify", {"model": "sentiment", "input": [LONE]}, 400, "input[0]"),
+    ("/score", {"model": "reranker", "text_1": "q", "text_2": ["d", LONE]}, 400, "text_2[1]"),
+    ("/v1/score", {"model": "embedder", "queries": LONE, "documents": ["d"]}, 400, "queries"),
+    ("/rerank", {"model": "reranker", "query": "q", "documents": [LONE]}, 400, "documents[0]"),
+    ("/v1/rerank", {"model": "reranker", "query": LONE, "documents": ["d"]}, 400, "query"),
+    ("/v2/rerank", {"model": "reranker", "query": "q", "documents": [{"text": LONE}]}, 400, "documents[0].text"),
+    ("/v2/embed", {"texts": ["ok", LONE]}, 400, "texts[1]"),
+    ("/tokenize", {"prompt": LONE}, 400, "prompt"),
+    ("/tokenize", {"inputs": ["ok", LONE]}, 422, "inputs[1]"),  # TEI's body: TEI's validation status
+    ("/rerank", {"model": "reranker", "query": "q", "texts": [LONE]}, 422, "texts[0]"),
+    ("/embed", {"inputs": LONE}, 422, "input 0"),
+    ("/embed_all", {"inputs": ["ok", LONE]}, 422, "input 1"),
+    ("/predict", {"model": "sentiment", "inputs": LONE}, 422, "input 0"),
+    ("/predict", {"model": "sentiment", "inputs": [["q", LONE]]}, 422, "pair 0 (its second text)"),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": [LONE]}}, 422, "input 1"),
+])
+def test_text_that_cannot_be_encoded_is_a_4xx_naming_the_field(server, caplog, path, body, status, field):
+    """Issue 21: a lone surrogate was a TypeError in the tokenizer (a logged 500) on every route."""
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="poolkit")
+    r = httpx.post(server.url + path, content=json.dumps(body), headers={"content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == status, r.text
+    message = r.json()["message" if status == 400 else "error"]
+    assert message.startswith(f"{field} is not valid Unicode text") and "U+D800" in message, message
+    if status == 400:
+        assert r.json()["param"] == field.split("[")[0].split(" ")[0]
+    assert not [rec for rec in caplog.records if rec.exc_info], "a client error logged a traceback"
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/embeddings", {"input": "x", "dimensions": True}, "dimensions"),
+    ("/v1/embeddings", {"input": "x", "dimensions": "8"}, "dimensions"),
+    ("/v1/embeddings", {"input": "x", "normalize": "false"}, "normalize"),
+    ("/v1/embeddings", {"input": "x", "truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
+    ("/v1/embeddings", {"input": "x", "truncate_prompt_tokens": 8.0}, "truncate_prompt_tokens"),
+    ("/v1/embeddings", {"input": [[101, True, 102]]}, "input"),
+    ("/pooling", {"input": "x", "priority": "1"}, "priority"),
+    ("/rerank", {"model": "reranker", "query": "q", "documents": ["d"], "top_n": "1"}, "top_n"),
+    ("/v2/embed", {"texts": ["x"], "output_dimension": True}, "output_dimension"),
+    ("/tokenize", {"prompt": "x", "add_special_tokens": 0}, "add_special_tokens"),
+])
+def test_numeric_and_boolean_fields_are_strict(server, path, body, field):
+    """``true`` is not 1 and ``"8"`` is not 8: a 400 naming the field (was: taken as 1 and 8)."""
+    r = post(server, path, **body)
+    assert r.status_code == 400 and r.json()["param"] == field, r.text
+    if field == "truncate_prompt_tokens" and body[field] == 0:
+        assert "-1" in r.json()["message"] and "at least 1" in r.json()["message"]
+
+
+def test_an_empty_string_is_a_400_on_the_openai_and_tei_routes(server, engines):
+    """OpenAI answers ``""`` with a 400 (was a 200), TEI with its ``empty`` 400; Engine.embed("") embeds the
+    special tokens alone, as SentenceTransformer.encode("") does."""
+    r = post(server, "/v1/embeddings", input="")
+    assert r.status_code == 400 and r.json()["param"] == "input" and "empty" in r.json()["message"]
+    r = post(server, "/v1/embeddings", input=["fine", ""])
+    assert r.status_code == 400 and r.json()["message"].startswith("input[1] is an empty string")
+    r = post(server, "/embed", inputs="")
+    assert r.status_code == 400 and r.json() == {"error": "`inputs` cannot be empty", "error_type": "empty"}
+    [out] = engines["embedder"].embed("")
+    assert out.prompt_token_ids == engines["embedder"].tokenizer("")["input_ids"]
+
+
+def test_a_server_error_logs_one_traceback_and_client_errors_none(server, engines, monkeypatch, caplog):
+    """A bug is logged once per request, with its traceback (OpenAI and TEI routes); a 4xx is never logged
+    with one."""
+    import logging
+
+    engine = engines["embedder"]
+    real = engine.run_batch
+
+    def faulty(adapter, tokens, params):
+        if any(4242 in t.ids for t in tokens):
+            raise RuntimeError("injected bug")
+        return real(adapter, tokens, params)
+
+    monkeypatch.setattr(engine, "run_batch", faulty)
+    caplog.set_level(logging.INFO, logger="poolkit")
+    for path, body in (("/v1/embeddings", {"input": [[101, 4242, 102]]}), ("/embed", {"inputs": [101, 4242, 102]})):
+        caplog.clear()
+        r = post(server, path, **body)
+        assert r.status_code == 500, r.text
+        rid = r.headers["x-request-id"]
+        logged = [rec for rec in caplog.records if rec.exc_info]
+        assert len(logged) == 1 and rid in logged[0].getMessage(), [rec.getMessage() for rec in logged]
+        assert "injected bug" in str(logged[0].exc_info[1])
+    caplog.clear()
+    for path, body in (("/v1/embeddings", {"input": "word " * 600}), ("/embed", {"inputs": ""}),
+                       ("/v1/embeddings", {"model": "nope", "input": "x"}), ("/rerank", {"query": 1})):
+        assert 400 <= post(server, path, **body).status_code < 500
+    assert not [rec for rec in caplog.records if rec.exc_info]

@@ -12,13 +12,13 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from poolkit.inputs import ImagePrompt
 from poolkit.params import PoolingParams
 from poolkit.quantize import CALIBRATION_TEXTS, EMBEDDING_TYPES, int8_bound, quantize
 from poolkit.server.errors import APIError
-from poolkit.server.protocol import ContentPart, new_id
+from poolkit.server.protocol import Checked, ContentPart, new_id
 from poolkit.server.routes.common import get_state, json_response, run_prompts
 
 router = APIRouter(tags=["cohere"])
@@ -36,7 +36,7 @@ class EmbedInput(BaseModel):
     content: list[ContentPart]  # OpenAI's text / image_url parts, as Cohere's
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(Checked):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
@@ -45,10 +45,10 @@ class EmbedRequest(BaseModel):
     inputs: list[EmbedInput] | None = None
     input_type: str | None = None
     embedding_types: list[str] | None = None
-    output_dimension: int | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    output_dimension: StrictInt | None = Field(default=None, gt=0)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     truncate: Literal["NONE", "START", "END"] = "END"
-    priority: int = 0
+    priority: StrictInt = 0
 
 
 def _prompt(engine: Any, input_type: str | None) -> dict[str, str]:

@@ -11,11 +11,16 @@ from fastapi import Request, Response
 
 from poolkit.inputs import normalize_prompts
 from poolkit.server.errors import APIError
-from poolkit.server.protocol import Usage
+from poolkit.server.protocol import Usage, check_texts
+from poolkit.server.queue import request_bytes_var
 from poolkit.server.state import ServedModel, ServerState
 
 
 def get_state(request: Request) -> ServerState:
+    """The server's state; also notes this request's body size, which picks the model's tokenizer thread for
+    it (a big body is tokenized on the bulk thread: :data:`poolkit.server.queue.BIG_REQUEST_BYTES`)."""
+    size = request.headers.get("content-length", "")
+    request_bytes_var.set(int(size) if size.isdigit() else 0)
     return request.app.state.poolkit
 
 
@@ -64,3 +69,14 @@ def require_text_list(value: Any, field: str) -> list[str]:
         raise APIError(400, f"{field} must be a string or a list of strings", field)
     return values
 
+
+
+def texts_checked(handler: Any) -> Any:
+    """``handler(body, request)`` after the texts of ``body`` (a schema without :class:`Checked`: TEI's, on the
+    routes it shares with another API) are checked as every other body's are: a 4xx naming the field."""
+
+    async def checked(body: Any, request: Request) -> Any:
+        check_texts(body)
+        return await handler(body, request)
+
+    return checked

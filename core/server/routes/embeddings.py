@@ -17,6 +17,11 @@ router = APIRouter(tags=["embeddings"])
 async def create_embeddings(body: EmbeddingRequest, request: Request):
     if (body.input is None) == (body.messages is None):
         raise APIError(400, "Give either input or messages", "input")
+    empty = next((i for i, t in enumerate([body.input] if isinstance(body.input, str) else body.input or [])
+                  if t == ""), None)
+    if empty is not None:  # OpenAI's rule (its API answers a 400 too); Engine.embed("") embeds the special tokens
+        where = "input" if isinstance(body.input, str) else f"input[{empty}]"
+        raise APIError(400, f"{where} is an empty string: each input must hold at least one character", "input")
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize,
                            truncate_prompt_tokens=body.truncate_prompt_tokens,
                            truncation_side=body.truncation_side)

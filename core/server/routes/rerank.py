@@ -11,7 +11,7 @@ from poolkit.server.protocol import RerankDocument, RerankRequest, RerankRespons
 from poolkit.scoring import rerank_order
 from poolkit.server.protocol_tei import TEIRerankRequest
 from poolkit.server.routes import tei
-from poolkit.server.routes.common import get_state
+from poolkit.server.routes.common import get_state, texts_checked
 from poolkit.server.routes.score import run_score
 
 router = APIRouter(tags=["rerank"])
@@ -21,7 +21,7 @@ router = APIRouter(tags=["rerank"])
              openapi_extra=tei.body_schema(RerankRequest, TEIRerankRequest))
 async def rerank_or_tei(data: Annotated[dict[str, Any], Body()], request: Request) -> Any:
     if "texts" in data and "documents" not in data:
-        return await tei.answer(tei.rerank, TEIRerankRequest, data, request)
+        return await tei.answer(texts_checked(tei.rerank), TEIRerankRequest, data, request)
     return await rerank(tei.validate_body(RerankRequest, data), request)
 
 

@@ -9,7 +9,7 @@ from poolkit.server.errors import APIError
 from poolkit.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from poolkit.server.protocol_tei import TEITokenizeRequest
 from poolkit.server.routes import tei
-from poolkit.server.routes.common import get_state
+from poolkit.server.routes.common import get_state, texts_checked
 
 router = APIRouter(tags=["tokenize"])
 
@@ -18,17 +18,20 @@ router = APIRouter(tags=["tokenize"])
              openapi_extra=tei.body_schema(TokenizeRequest, TEITokenizeRequest))
 async def tokenize_or_tei(data: Annotated[dict[str, Any], Body()], request: Request) -> Any:
     if "inputs" in data and "prompt" not in data:
-        return await tei.answer(tei.tokenize, TEITokenizeRequest, data, request)
+        return await tei.answer(texts_checked(tei.tokenize), TEITokenizeRequest, data, request)
     return await tokenize(tei.validate_body(TokenizeRequest, data), request)
 
 
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     served = get_state(request).model(body.model)
-    tok = served.engine.tokenizer
-    ids = await served.worker.run_in_tokenizer(
-        lambda: tok(body.prompt, add_special_tokens=body.add_special_tokens, verbose=False)["input_ids"])
-    strs = tok.convert_ids_to_tokens(ids) if body.return_token_strs else None
-    return TokenizeResponse(count=len(ids), max_model_len=served.engine.max_model_len, tokens=ids, token_strs=strs)
+    engine = served.engine
+
+    def tokenize() -> tuple[list[int], list[str] | None]:  # engine.tokenizer: the tokenizer thread's own
+        ids = engine.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens, verbose=False)["input_ids"]
+        return ids, engine.tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
+
+    ids, strs = await served.worker.run_in_tokenizer(tokenize)
+    return TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)
@@ -38,5 +41,5 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeRes
     bad = [t for t in body.tokens if not 0 <= t < vocab]
     if bad:
         raise APIError(400, f"Token ids outside the vocabulary [0, {vocab}): {bad[:5]}", "tokens")
-    text = await served.worker.run_in_tokenizer(served.engine.tokenizer.decode, body.tokens)
+    text = await served.worker.run_in_tokenizer(lambda: served.engine.tokenizer.decode(body.tokens))
     return DetokenizeResponse(prompt=text)
