@@ -6,6 +6,7 @@ its cause but the request id (the traceback is in the log).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -67,8 +68,17 @@ def validation_response(errors: list[dict]) -> JSONResponse:
     if first.get("type") == TEXT_ERROR:  # the message names the exact place (input[3], messages[0].content)
         return error_response(400, first["msg"], str(loc[0]) if loc else None)
     where = ".".join(str(p) for p in loc)
-    return error_response(400, f"Invalid request: {where}: {first.get('msg', 'invalid value')}" if where
-                          else f"Invalid request: {first.get('msg', 'invalid body')}", where or None)
+    problem = first.get("msg", "invalid value") + got(first)
+    return error_response(400, f"Invalid request: {where}: {problem}" if where
+                          else f"Invalid request: {problem}", where or None)
+
+
+def got(error: dict) -> str:
+    """`` (got VALUE)`` for a pydantic error about a value the client sent (nothing for a missing field)."""
+    if error.get("type") == "missing" or "input" not in error or isinstance(error["input"], (dict, list)):
+        return ""
+    text = json.dumps(error["input"], ensure_ascii=True)
+    return f" (got {text[:60] + '...' if len(text) > 60 else text})"
 
 
 def _union_label(part: Any) -> bool:

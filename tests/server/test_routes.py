@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import numpy as np
@@ -278,6 +279,8 @@ def test_numeric_and_boolean_fields_are_strict(server, path, body, field):
     """``true`` is not 1 and ``"8"`` is not 8: a 400 naming the field (was: taken as 1 and 8)."""
     r = post(server, path, **body)
     assert r.status_code == 400 and r.json()["param"] == field, r.text
+    if body[field] in ("8", True):  # the message names the value it got, as JSON
+        assert f"(got {json.dumps(body[field])})" in r.json()["message"], r.text
     if field == "truncate_prompt_tokens" and body[field] == 0:
         assert "-1" in r.json()["message"] and "at least 1" in r.json()["message"]
 
