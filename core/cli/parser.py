@@ -87,14 +87,14 @@ ENGINE_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--quantization",), dict(default=None, choices=("int8",),
                                help="int8: the encoder's linears as int8 matmuls, per-channel weight and per-token "
                                     "activation scales, the rest bfloat16 (CPU; BERT and RoBERTa embedding models)")),
-    (("--max-model-len",), dict(type=int, help="the limit on tokens per input (default: the Sentence Transformers "
+    (("--max-model-len",), dict(type=bounded_int(1), metavar="N", help="the limit on tokens per input (default: the Sentence Transformers "
                                                "max_seq_length, else the model's position limit)")),
     (("--auto-truncate",), dict(action=argparse.BooleanOptionalAction, default=None,
                                 help="truncate inputs longer than max_model_len (--auto-truncate) or refuse them "
                                      "(--no-auto-truncate, OpenAI's behaviour: serve answers 400, embed reports a "
                                      "row error) (default: truncate for models with a Sentence Transformers "
                                      "max_seq_length, refuse for the others)")),
-    (("--max-batch-tokens",), dict(type=int, metavar="N", help="token budget of one forward pass (default: 2048 at float32, "
+    (("--max-batch-tokens",), dict(type=bounded_int(1), metavar="N", help="token budget of one forward pass (default: 2048 at float32, "
                                                   "4096 at bfloat16/float16: about the same time a pass)")),
     (("--io-processor-plugin",), dict(metavar="NAME", help="IO processor of the 'plugin' task (/pooling) "
                                                            "(default: config.json's io_processor_plugin)")),
@@ -123,45 +123,111 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded)."""
+    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded).
+
+    A bad JSON flag is a ``ValueError`` naming the flag (:func:`main` prints it, exit status 2): invalid
+    JSON, or a ``--pooler-config`` key or value :class:`poolkit.config.PoolerConfig` refuses.
+    """
     kwargs = {_dest(flags): getattr(args, _dest(flags)) for flags, _ in ENGINE_FLAGS}
     for name in JSON_FLAGS:
-        kwargs[name] = json_arg(kwargs[name])
+        kwargs[name] = json_arg(kwargs[name], "--" + name.replace("_", "-"))
+    if kwargs["hf_overrides"] is not None and not isinstance(kwargs["hf_overrides"], dict):
+        raise ValueError(f"--hf-overrides must be a JSON object, got {args.hf_overrides!r}")
+    if kwargs["pooler_config"] is not None:
+        from pydantic import ValidationError
+
+        from poolkit.config import PoolerConfig
+
+        try:
+            PoolerConfig.model_validate(kwargs["pooler_config"])
+        except ValidationError as exc:
+            raise ValueError(validation_message(exc, "--pooler-config", PoolerConfig)) from None
     return kwargs
 
 
-def json_arg(value: str | None) -> Any:
-    """A JSON flag's value, decoded; an invalid one ends the command with a one-line error."""
+def json_arg(value: str | None, flag: str = "the flag") -> Any:
+    """A JSON flag's value, decoded; invalid JSON is a ``ValueError`` naming the flag and the value."""
     if value is None:
         return None
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"poolkit: invalid JSON {value!r}: {exc}") from None
+        raise ValueError(f"{flag}: invalid JSON {value!r} ({exc})") from None
+
+
+def validation_message(exc: Any, where: str | None = None, model: Any = None,
+                       flags: argparse.ArgumentParser | None = None) -> str:
+    """A pydantic ``ValidationError`` as CLI text: one line per error, "field: message (got value)", no URL.
+
+    ``where`` prefixes each field (``--pooler-config``: its keys); an unknown key lists ``model``'s
+    fields; a field that is also a flag of ``flags`` (``dimensions``) is named as that flag.
+    """
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error.get("loc", ())) or "value"
+        option = "--" + field.replace("_", "-")
+        if where is None and flags is not None and option in flags._option_string_actions:
+            name = option
+        else:
+            name = f"{where} key {field!r}" if where else field
+        if error.get("type") == "extra_forbidden":
+            valid = f"; valid keys: {', '.join(model.model_fields)}" if model is not None else ""
+            lines.append(f"{where + ': ' if where else ''}unknown key {field!r}{valid}")
+        else:
+            lines.append(f"{name}: {error.get('msg', 'invalid')} (got {error.get('input')!r})")
+    return "\n".join(lines) or str(exc)
+
+
+class Parser(argparse.ArgumentParser):
+    """``poolkit``'s parser and every subcommand's: no abbreviated flags (``--max-batch-token`` is an error,
+    not ``--max-batch-tokens``), so that a flag added later never changes what an old command line means."""
+
+    def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+
+EPILOG = """\
+Examples:
+  poolkit embed 'hello world' 'another text'
+  poolkit embed -f texts.txt -o vectors.npy
+  poolkit plugins
+
+Exit status, the same for every command:
+  0  success
+  1  the command ran and failed: a model that cannot be loaded, a port in use, a job that embedded nothing
+  2  the command line or its input is wrong: an unknown flag, a bad value, a missing or unreadable input,
+     an output that exists; reported on one line, before any model loads where it can be
+  130  interrupted (Ctrl-C); an interrupted embed job resumes when the same command runs again"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``poolkit`` parser with every subcommand; ``args.func(args)`` runs the chosen one."""
     from poolkit.cli import embed, models, plugins, serve
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="poolkit",
         description="Serve pooling models: embeddings, classifiers, rerankers, reward models.",
-        epilog="Examples:\n  poolkit embed 'hello world' 'another text'\n  poolkit embed -f texts.txt -o vectors.npy\n"
-               "  poolkit plugins",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="store_true", help="print the poolkit version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in (embed, serve, models, plugins):
         command.add_parser(sub)
+    parser.set_defaults(subcommands=sub.choices)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``poolkit`` command; the exit status (2: a one-line error about the input or options)."""
+    """Run the ``poolkit`` command; its exit status (:data:`EXIT_FAILURE`, :data:`EXIT_USAGE`: one line on stderr)."""
+    from pydantic import ValidationError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    command = args.subcommands.get(args.command) if args.command else None
+    if extras:  # argparse's top parser would report them with its own usage: the subcommand's is the one to see
+        options = [e for e in extras if e.startswith("-") and e != "-"]
+        (command or parser).error(f"unrecognized arguments: {' '.join(options or extras)}")
     if args.version:
         from importlib.metadata import version
 
@@ -169,10 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.command:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return args.func(args)
+    except ValidationError as exc:  # a ValueError too: rendered as the fields and values, no pydantic URL
+        for line in validation_message(exc, flags=command).splitlines():
+            print(f"poolkit {args.command}: error: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"poolkit {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as exc:  # the disk, not the command line: full, gone, not permitted
+        print(f"poolkit {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -2,7 +2,10 @@
 
 By extension, or ``output_format``: Parquet (``.parquet``/``.pq``: columns ``id`` and the vector
 column, one row group per chunk), .npy (a float32 matrix, one row per written text) and JSONL
-(``{"index": ..., "embedding": [...]}`` per line; anything else, and stdout). ``id`` is the input
+(``{"index": ..., "embedding": [...]}`` per line; anything else, and stdout). Given ``labels`` (classify:
+the model's label names in probs order), JSONL and Parquet add each row's top ``label`` (vLLM's
+``/classify`` field) and Parquet's schema metadata ``poolkit.labels`` holds them all; .npy stays the
+bare matrix. ``id`` is the input
 record's 0-based number, or its ``id_field`` value. Skipped rows leave no row, so .npy rows then no
 longer line up with input lines (Parquet and JSONL carry the id). On resume, JSONL and .npy data are
 cut back to the manifest's byte count (dropping a torn tail) and Parquet part files beyond the
@@ -41,9 +44,14 @@ class Writer:
     """Appends chunks of ``(rows, values)`` to a job's data; ``finish`` moves it to the output."""
 
     def __init__(self, state: JobState | None, column: str, id_field: str | None, id_type: Any = None,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, labels: list[str] | None = None) -> None:
         self.state, self.column, self.id_field, self.id_type = state, column, id_field, id_type
-        self.metadata = metadata or {}
+        self.metadata, self.labels = metadata or {}, labels
+
+    def top_label(self, value: Any) -> str:
+        """The label of ``value``'s largest entry (softmax or not, the same one)."""
+        i = int(value.argmax())
+        return self.labels[i] if i < len(self.labels) else f"LABEL_{i}"
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         """Write one chunk durably; returns the manifest fields that record it."""
@@ -68,7 +76,8 @@ class JsonlWriter(Writer):
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         lines = []
         for row, value in zip(rows, values):
-            record = {"index": row.index, **({"id": row.id} if self.id_field else {}), self.column: value.tolist()}
+            record = {"index": row.index, **({"id": row.id} if self.id_field else {}),
+                      **({"label": self.top_label(value)} if self.labels else {}), self.column: value.tolist()}
             lines.append(json.dumps(record))
         text = "".join(line + "\n" for line in lines)
         if self.stream is not None:
@@ -151,7 +160,10 @@ class ParquetWriter(Writer):
             vectors = pa.ListArray.from_arrays(pa.array(offsets), tokens)
         else:
             vectors = pa.array([], pa.list_(pa.float32()))
-        return pa.table({"id": ids, self.column: vectors}).replace_schema_metadata(self.metadata)
+        columns = {"id": ids, self.column: vectors}
+        if self.labels:
+            columns["label"] = pa.array([self.top_label(v) for v in values], pa.string())
+        return pa.table(columns).replace_schema_metadata(self.metadata)
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         _, pq = pyarrow()
