@@ -138,13 +138,20 @@ _QUIET_VALUES = ("input_size", "input_mtime_ns", "source", "version")
 
 def mismatch_message(exc: Any) -> str:
     """A :class:`poolkit.jobs.JobMismatchError` in CLI words: the flags that differ, their values, ``--restart``."""
+
+    def shown(field: str, value: Any) -> str:
+        if field in ("params.normalize", "params.use_activation"):  # --no-normalize / --no-activation give False
+            return "given" if value is False else "not given"
+        return "not given" if value is None else repr(value)
+
     parts = []
     for field, before, now in exc.changes:
         if field.startswith("pooler_config."):
-            name = f"--pooler-config {field.split('.', 1)[1]!r}"
+            name = f"--pooler-config key {field.split('.', 1)[1]!r}"
         else:
             name = JOB_FLAGS.get(field, field)
-        parts.append(name if field in _QUIET_VALUES else f"{name} (was {before!r}, now {now!r})")
+        parts.append(name if field in _QUIET_VALUES else
+                     f"{name} (before: {shown(field, before)}, now: {shown(field, now)})")
     return (f"{exc.directory} holds an unfinished job that differs from this one in {'; '.join(parts)}: run the "
             f"same command as before to resume it, or pass --restart to discard it and start over")
 
@@ -186,7 +193,6 @@ def embed_source(args: argparse.Namespace) -> str | list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolkit import Engine
     from poolkit.jobs import (EmbedJob, JobMismatchError, NothingEmbeddedError, check_input, check_output, run_job,
                               summary)
 
@@ -209,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
                    chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart,
                    overwrite=args.overwrite, progress=bool(bar) and not args.quiet)
     model = args.model or default_model()
+    from poolkit import Engine  # torch: only once the command line has passed every check
+
     try:
         engine = Engine(model, **kwargs)
     except Exception as exc:  # noqa: BLE001 - one line naming the model and the cause, as serve prints
