@@ -398,6 +398,19 @@ def test_resume_with_a_changed_option_names_the_flag(tiny_bert_dir, tmp_path, ca
     assert partial_dir(out).is_dir()  # a resumable run is never removed
 
 
+def test_a_resume_whose_data_is_gone_is_refused_not_padded(tiny_bert_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n{broken\n')
+    out = tmp_path / "out.jsonl"
+    job = ("-m", tiny_bert_dir, src, "-o", out, "--chunk-size", 2, "-q")
+    assert run(*job) == 2  # stopped at line 4, the first chunk committed
+    (partial_dir(out) / "data.jsonl").unlink()  # as if moved to OUTPUT by a run killed before it cleaned up
+    capsys.readouterr()
+    assert run(*job, "--on-error", "skip") == 2
+    assert "data.jsonl holds 0 bytes, fewer than the" in capsys.readouterr().err
+    assert not out.exists() and partial_dir(out).is_dir()  # no output of zero bytes; the run is left as it was
+
+
 def test_a_failed_start_leaves_no_partial_directory(tiny_bert_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{broken\n{"text": "fine"}\n')

@@ -43,6 +43,22 @@ def output_format(path: str | None, given: str | None = None) -> str:
 class Writer:
     """Appends chunks of ``(rows, values)`` to a job's data; ``finish`` moves it to the output."""
 
+    def _open_data(self, name: str, start: int) -> Any:
+        """``OUTPUT.partial/name`` for appending at byte ``start``: the last commit (a torn tail past it dropped).
+
+        A resumed run whose data file holds less than the manifest says (it was moved to OUTPUT just
+        before the process died, or removed) is refused, never padded with zeros."""
+        path = self.state.dir / name
+        committed = self.state.manifest["bytes"]
+        size = path.stat().st_size if path.exists() else 0
+        if committed and size < committed:
+            raise JobError(f"{path} holds {size} bytes, fewer than the {committed} its manifest records: this "
+                           f"unfinished run cannot resume; start over (--restart, restart=True)")
+        file = open(path, "ab")
+        file.truncate(start)
+        file.seek(start)
+        return file
+
     def __init__(self, state: JobState | None, column: str, id_field: str | None, id_type: Any = None,
                  metadata: dict[str, str] | None = None, labels: list[str] | None = None) -> None:
         self.state, self.column, self.id_field, self.id_type = state, column, id_field, id_type
@@ -69,9 +85,7 @@ class JsonlWriter(Writer):
         self.stream = stream
         if stream is None:
             self.path = self.state.dir / "data.jsonl"
-            self.file = open(self.path, "ab")
-            self.file.truncate(self.state.manifest["bytes"])  # drop a torn tail past the last commit
-            self.file.seek(self.state.manifest["bytes"])
+            self.file = self._open_data("data.jsonl", self.state.manifest["bytes"])
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         lines = []
@@ -101,10 +115,8 @@ class NpyWriter(Writer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = self.state.dir / "data.npy"
-        self.file = open(self.path, "ab")
-        size = max(self.state.manifest["bytes"], _NPY_HEADER)
-        self.file.truncate(size)  # a fresh file: zeros up to the header's end; a resumed one: its last commit
-        self.file.seek(size)
+        # a fresh file: zeros up to the header's end; a resumed one: its last commit
+        self.file = self._open_data("data.npy", max(self.state.manifest["bytes"], _NPY_HEADER))
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         import numpy as np
