@@ -80,7 +80,8 @@ def test_terminal_stdin_and_no_texts_is_the_one_line_error(tiny_bert_dir):
         os.close(follower)
         os.close(leader)
     err = proc.stderr.decode()
-    assert proc.returncode == 2 and err.startswith("poolkit embed: error: nothing to embed") and err.count("\n") == 1, err
+    assert proc.returncode == 2 and err.startswith("poolkit embed: error: nothing to embed"), err
+    assert err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("case", ["parent is a file", "under a file", "no parent", "no grandparent", "a directory",
@@ -279,7 +280,8 @@ def test_an_existing_output_or_the_input_is_refused_before_the_model_loads(tmp_p
     no_model = str(tmp_path / "no-model-here")  # an error about it would mean the model was loaded first
     for argv, message in [
         (["-f", src, "-o", out], f"{out} exists; pass --overwrite to replace it"),
-        (["-f", src, "-o", src, "--overwrite"], f"cannot write {src}: it is the input file {src}; choose another output"),
+        (["-f", src, "-o", src, "--overwrite"],
+         f"cannot write {src}: it is the input file {src}; choose another output"),
         (["link.txt", "-o", "./texts.txt", "--overwrite"],  # through a link and a relative path: the same file
          "cannot write texts.txt: it is the input file link.txt; choose another output"),
     ]:
@@ -318,7 +320,8 @@ def test_text_that_is_not_unicode_is_an_error_naming_it(tiny_bert_dir, tmp_path,
     (["embed", "x", "--chunk-size", "0"], "argument --chunk-size: must be at least 1, got 0"),
     (["embed", "x", "--truncate-prompt-tokens", "0"],
      "argument --truncate-prompt-tokens: must be -1 (truncate to the model's max_model_len) or at least 1, got 0"),
-    (["embed", "x", "--truncate-prompt-tokens", "-2"], "argument --truncate-prompt-tokens: must be at least -1, got -2"),
+    (["embed", "x", "--truncate-prompt-tokens", "-2"],
+     "argument --truncate-prompt-tokens: must be at least -1, got -2"),
     (["embed", "x", "--max-model-len", "0"], "argument --max-model-len: must be at least 1, got 0"),
     (["serve", "m", "--max-batch-tokens", "-5"], "argument --max-batch-tokens: must be at least 1, got -5"),
     (["embed", "x", "--max-batch-token", "100"], "unrecognized arguments: --max-batch-token"),  # no abbreviations

@@ -91,7 +91,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        help="override the output format the extension implies")
     embed.add_argument("--output-column", help="name of the vector column / JSONL key (default: embedding, probs, "
                                                "token_embeddings or token_probs, by task)")
-    embed.add_argument("--dimensions", type=bounded_int(1), metavar="N", help="Matryoshka output dimensions (models that support it)")
+    embed.add_argument("--dimensions", type=bounded_int(1), metavar="N",
+                       help="Matryoshka output dimensions (models that support it)")
     embed.add_argument("--no-normalize", action="store_true", help="return unnormalized vectors")
     embed.add_argument("--no-activation", action="store_true", help="classify/token_classify: raw logits")
     embed.add_argument("--prompt-name", help="prepend the model's named prompt (config_sentence_transformers.json)")

@@ -87,15 +87,17 @@ ENGINE_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--quantization",), dict(default=None, choices=("int8",),
                                help="int8: the encoder's linears as int8 matmuls, per-channel weight and per-token "
                                     "activation scales, the rest bfloat16 (CPU; BERT and RoBERTa embedding models)")),
-    (("--max-model-len",), dict(type=bounded_int(1), metavar="N", help="the limit on tokens per input (default: the Sentence Transformers "
-                                               "max_seq_length, else the model's position limit)")),
+    (("--max-model-len",), dict(type=bounded_int(1), metavar="N",
+                                help="the limit on tokens per input (default: the Sentence Transformers "
+                                     "max_seq_length, else the model's position limit)")),
     (("--auto-truncate",), dict(action=argparse.BooleanOptionalAction, default=None,
                                 help="truncate inputs longer than max_model_len (--auto-truncate) or refuse them "
                                      "(--no-auto-truncate, OpenAI's behaviour: serve answers 400, embed reports a "
                                      "row error) (default: truncate for models with a Sentence Transformers "
                                      "max_seq_length, refuse for the others)")),
-    (("--max-batch-tokens",), dict(type=bounded_int(1), metavar="N", help="token budget of one forward pass (default: 2048 at float32, "
-                                                  "4096 at bfloat16/float16: about the same time a pass)")),
+    (("--max-batch-tokens",), dict(type=bounded_int(1), metavar="N",
+                                   help="token budget of one forward pass (default: 2048 at float32, "
+                                        "4096 at bfloat16/float16: about the same time a pass)")),
     (("--io-processor-plugin",), dict(metavar="NAME", help="IO processor of the 'plugin' task (/pooling) "
                                                            "(default: config.json's io_processor_plugin)")),
     (("--trust-remote-code",), dict(action="store_true",

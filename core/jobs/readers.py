@@ -10,8 +10,9 @@ A malformed record (invalid UTF-8 or JSON, a missing field, an empty text, text 
 surrogate that no tokenizer can encode, a CSV row whose field count differs from the header's) is
 yielded as a :class:`Row` whose ``error`` says why, with its line number; the job stops or skips it.
 Blank lines at the end of a file (a trailing newline too many) are not records; blank lines
-before the last record are malformed records, as an empty text is to Sentence Transformers and TEI. Each record comes with the cursor just after it, which the
-manifest saves: ``rows(cursor)`` continues exactly there.
+before the last record are malformed records, as an empty text is to Sentence Transformers and TEI.
+Each record comes with the cursor just after it, which the manifest saves: ``rows(cursor)``
+continues exactly there.
 """
 
 from __future__ import annotations
