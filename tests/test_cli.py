@@ -337,10 +337,13 @@ def test_bad_flags_are_usage_errors_of_their_subcommand(argv, message, capsys):
     assert err.startswith(f"usage: poolkit {argv[0]} ") and err.endswith(f"poolkit {argv[0]}: error: {message}\n"), err
 
 
-def test_a_mistyped_flag_shows_its_subcommands_usage_and_a_directory_is_no_input(tmp_path):
+def test_a_mistyped_flag_a_bad_json_flag_and_a_directory_input(tmp_path):
     proc = _cli("serve", "--prot", "1", "MODEL")
     assert proc.returncode == 2 and proc.stderr.startswith("usage: poolkit serve ")
     assert proc.stderr.endswith("poolkit serve: error: unrecognized arguments: --prot\n")
+    proc = _cli("serve", "MODEL", "--pooler-config", "{")  # as embed: exit status 2, one line naming the flag
+    assert (proc.returncode, proc.stderr) == (2, "poolkit serve: error: --pooler-config: invalid JSON '{' (Expecting "
+                                                 "property name enclosed in double quotes: line 1 column 2 (char 1))\n")
     proc = _cli("embed", "-m", str(tmp_path / "no-model-here"), "-f", str(tmp_path))
     assert (proc.returncode, proc.stderr) == (2, f"poolkit embed: error: {tmp_path} is a directory, not an input file "
                                                  f"(give a txt, JSONL, CSV/TSV or Parquet file)\n")
