@@ -1,7 +1,8 @@
-"""The ``poolkit`` command line: :func:`build_parser`, :func:`main`, and the engine flags ``embed`` and ``serve`` share.
+"""What the ``poolkit`` subcommands share: exit statuses, argparse types, the help formatter and the engine flags.
 
 Each subcommand lives in its own module (``embed``, ``serve``, ``models``, ``plugins``) with an
-``add_parser(subparsers)`` that registers it and a ``run(args)`` that runs it. The flags that become
+``add_parser(subparsers)`` that registers it and a ``run(args)`` that runs it; :mod:`poolkit.cli`
+(``build_parser``, ``main``) imports them, and they import this module. The flags that become
 :class:`poolkit.Engine` arguments are defined once, in :data:`ENGINE_FLAGS`: :func:`add_engine_args`
 adds them to a subcommand and :func:`engine_kwargs` turns the parsed values into Engine keywords.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the Engine accepts them too
@@ -186,68 +186,3 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
-
-
-EPILOG = """\
-Examples:
-  poolkit embed 'hello world' 'another text'
-  poolkit embed -f texts.txt -o vectors.npy
-  poolkit plugins
-
-Exit status, the same for every command:
-  0  success
-  1  the command ran and failed: a model that cannot be loaded, a port in use, a job that embedded nothing
-  2  the command line or its input is wrong: an unknown flag, a bad value, a missing or unreadable input,
-     an output that exists; reported on one line, before any model loads where it can be
-  130  interrupted (Ctrl-C); an interrupted embed job resumes when the same command runs again"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``poolkit`` parser with every subcommand; ``args.func(args)`` runs the chosen one."""
-    from poolkit.cli import embed, models, plugins, serve
-
-    parser = Parser(
-        prog="poolkit",
-        description="Serve pooling models: embeddings, classifiers, rerankers, reward models.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="store_true", help="print the poolkit version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (embed, serve, models, plugins):
-        command.add_parser(sub)
-    parser.set_defaults(subcommands=sub.choices)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``poolkit`` command; its exit status (:data:`EXIT_FAILURE`, :data:`EXIT_USAGE`: one line on stderr)."""
-    from pydantic import ValidationError
-
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    command = args.subcommands.get(args.command) if args.command else None
-    if extras:  # argparse's top parser would report them with its own usage: the subcommand's is the one to see
-        options = [e for e in extras if e.startswith("-") and e != "-"]
-        (command or parser).error(f"unrecognized arguments: {' '.join(options or extras)}")
-    if args.version:
-        from importlib.metadata import version
-
-        print(f"poolkit {version('poolkit')}")
-        return 0
-    if not args.command:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return args.func(args)
-    except ValidationError as exc:  # a ValueError too: rendered as the fields and values, no pydantic URL
-        for line in validation_message(exc, flags=command).splitlines():
-            print(f"poolkit {args.command}: error: {line}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"poolkit {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # the disk, not the command line: full, gone, not permitted
-        print(f"poolkit {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
