@@ -50,8 +50,8 @@ def test_embed_errors_are_one_line(tiny_bert_dir, capsys, monkeypatch):
     assert main(["embed", "--model", str(tiny_bert_dir), "--dimensions", "8", "x"]) == 2
     assert "does not support matryoshka representation" in capsys.readouterr().err
     monkeypatch.setattr(sys, "stdin", _Terminal())  # a terminal's stdin is not read
-    with pytest.raises(SystemExit, match="nothing to embed"):
-        main(["embed", "--model", str(tiny_bert_dir)])
+    assert main(["embed", "--model", str(tiny_bert_dir)]) == 2
+    assert capsys.readouterr().err.startswith("poolkit embed: error: nothing to embed")
 
 
 def _embed_cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
@@ -80,7 +80,8 @@ def test_terminal_stdin_and_no_texts_is_the_one_line_error(tiny_bert_dir):
         os.close(follower)
         os.close(leader)
     err = proc.stderr.decode()
-    assert proc.returncode == 1 and err.startswith("poolkit embed: nothing to embed") and err.count("\n") == 1, err
+    assert proc.returncode == 2 and err.startswith("poolkit embed: error: nothing to embed"), err
+    assert err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("case", ["parent is a file", "under a file", "no parent", "no grandparent", "a directory",
@@ -143,6 +144,9 @@ def test_plain_texts_get_no_path_warning(tiny_bert_dir, capsys):
 def test_help_reads_well():
     out = subprocess.run([sys.executable, "-m", "poolkit.cli", "--help"], capture_output=True, text=True).stdout
     assert "embed" in out and "plugins" in out and "Examples" in out
+    assert "Exit status, the same for every command:" in out  # one status per kind of failure, documented
+    assert "1  the command ran and failed: a model that cannot be loaded" in out
+    assert "2  the command line or its input is wrong" in out
     out = subprocess.run([sys.executable, "-m", "poolkit.cli", "embed", "--help"], capture_output=True, text=True).stdout
     assert "--output" in out and "--dimensions" in out
     assert "--mkdir" in out and "--progress" in out and "piped stdin" in out
@@ -252,7 +256,133 @@ def test_embed_passes_the_engine_flags_to_the_engine(monkeypatch, capsys):
 
     monkeypatch.setattr(poolkit, "Engine", fake_engine)
     assert main(["embed", "-m", "some/model", "x", "--hf-overrides", '{"num_labels": 3}', "--trust-remote-code",
-                 "--revision", "v1"]) == 2
-    assert "not loading a model" in capsys.readouterr().err
+                 "--revision", "v1"]) == 1  # a model that cannot load: EXIT_FAILURE, as serve
+    assert capsys.readouterr().err == ("poolkit embed: error: cannot load model 'some/model': ValueError: not loading a "
+                                       "model in this test\n")
     assert seen["model"] == "some/model" and seen["hf_overrides"] == {"num_labels": 3}
     assert seen["trust_remote_code"] is True and seen["revision"] == "v1"
+
+
+# --- first contact (issue 21): what a new user meets first ---------------------------------------------------
+
+def _cli(*argv, **kwargs) -> subprocess.CompletedProcess:
+    """``poolkit ARGV`` as a user runs it; ``argv`` items may be bytes (a byte that is not UTF-8)."""
+    return subprocess.run([sys.executable, "-m", "poolkit.cli", *argv], capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+def test_an_existing_output_or_the_input_is_refused_before_the_model_loads(tmp_path):
+    src = tmp_path / "texts.txt"
+    src.write_text("first\nsecond\n")
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"keep me")
+    (tmp_path / "link.txt").symlink_to(src)
+    no_model = str(tmp_path / "no-model-here")  # an error about it would mean the model was loaded first
+    for argv, message in [
+        (["-f", src, "-o", out], f"{out} exists; pass --overwrite to replace it"),
+        (["-f", src, "-o", src, "--overwrite"],
+         f"cannot write {src}: it is the input file {src}; choose another output"),
+        (["link.txt", "-o", "./texts.txt", "--overwrite"],  # through a link and a relative path: the same file
+         "cannot write texts.txt: it is the input file link.txt; choose another output"),
+    ]:
+        proc = _cli("embed", "-m", no_model, *map(str, argv), cwd=tmp_path)
+        assert (proc.returncode, proc.stderr) == (2, f"poolkit embed: error: {message}\n")
+    assert out.read_bytes() == b"keep me" and src.read_text() == "first\nsecond\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "out.npy", "texts.txt"]  # no .partial/
+
+
+def test_overwrite_replaces_an_existing_output(tiny_bert_dir, tmp_path):
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"old")
+    assert main(["embed", "-m", str(tiny_bert_dir), "-q", "one", "two", "-o", str(out), "--overwrite"]) == 0
+    want = torch.stack([o.outputs.data for o in Engine(str(tiny_bert_dir)).embed(["one", "two"])])
+    assert testing.max_abs_diff(np.load(out), want) <= 1e-6
+
+
+def test_text_that_is_not_unicode_is_an_error_naming_it(tiny_bert_dir, tmp_path, capsys):
+    proc = _cli("embed", "-m", str(tmp_path / "no-model-here"), "fine", b"bad \xff byte")  # argv: not UTF-8
+    assert (proc.returncode, proc.stderr) == (
+        2, "poolkit embed: error: TEXT argument 2 is not valid UTF-8 (byte 0xff at character 4): give texts in UTF-8\n")
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "good"}\n{"text": "\\ud800 lone"}\n{"text": "also good"}\n')  # JSON's escape
+    assert main(["embed", "-m", str(tiny_bert_dir), str(src), "-o", str(tmp_path / "o.jsonl"), "-q"]) == 2
+    reason = "field 'text' is not valid Unicode (a lone surrogate '\\ud800' at character 0)"
+    assert capsys.readouterr().err.startswith(f"poolkit embed: error: {src} line 2: {reason} (pass --on-error skip")
+    assert main(["embed", "-m", str(tiny_bert_dir), str(src), "-o", str(tmp_path / "o.jsonl"), "-q",
+                 "--on-error", "skip"]) == 0
+    assert capsys.readouterr().err == f"poolkit: skipped {src} line 2: {reason}\n"
+    assert [json.loads(r)["index"] for r in (tmp_path / "o.jsonl").read_text().splitlines()] == [0, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["embed", "x", "--dimensions", "0"], "argument --dimensions: must be at least 1, got 0"),
+    (["embed", "x", "--dimensions", "eight"], "argument --dimensions: expected an integer, got 'eight'"),
+    (["embed", "x", "--chunk-size", "0"], "argument --chunk-size: must be at least 1, got 0"),
+    (["embed", "x", "--truncate-prompt-tokens", "0"],
+     "argument --truncate-prompt-tokens: must be -1 (truncate to the model's max_model_len) or at least 1, got 0"),
+    (["embed", "x", "--truncate-prompt-tokens", "-2"],
+     "argument --truncate-prompt-tokens: must be at least -1, got -2"),
+    (["embed", "x", "--max-model-len", "0"], "argument --max-model-len: must be at least 1, got 0"),
+    (["serve", "m", "--max-batch-tokens", "-5"], "argument --max-batch-tokens: must be at least 1, got -5"),
+    (["embed", "x", "--max-batch-token", "100"], "unrecognized arguments: --max-batch-token"),  # no abbreviations
+    (["serve", "m", "--max-batch-token", "100"], "unrecognized arguments: --max-batch-token"),
+    (["plugins", "--third"], "unrecognized arguments: --third"),
+    (["models", "--foo"], "unrecognized arguments: --foo"),
+])
+def test_bad_flags_are_usage_errors_of_their_subcommand(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith(f"usage: poolkit {argv[0]} ") and err.endswith(f"poolkit {argv[0]}: error: {message}\n"), err
+
+
+def test_a_mistyped_flag_a_bad_json_flag_and_a_directory_input(tmp_path):
+    proc = _cli("serve", "--prot", "1", "MODEL")
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: poolkit serve ")
+    assert proc.stderr.endswith("poolkit serve: error: unrecognized arguments: --prot\n")
+    proc = _cli("serve", "MODEL", "--pooler-config", "{")  # as embed: exit status 2, one line naming the flag
+    assert (proc.returncode, proc.stderr) == (2, "poolkit serve: error: --pooler-config: invalid JSON '{' (Expecting "
+                                                 "property name enclosed in double quotes: line 1 column 2 (char 1))\n")
+    proc = _cli("embed", "-m", str(tmp_path / "no-model-here"), "-f", str(tmp_path))
+    assert (proc.returncode, proc.stderr) == (2, f"poolkit embed: error: {tmp_path} is a directory, not an input file "
+                                                 f"(give a txt, JSONL, CSV/TSV or Parquet file)\n")
+
+
+def test_a_model_that_cannot_load_exits_1_with_one_line(tmp_path, capsys):
+    assert main(["embed", "-m", str(tmp_path / "no-model-here"), "hello"]) == 1  # as serve does
+    err = capsys.readouterr().err
+    assert err.startswith(f"poolkit embed: error: cannot load model '{tmp_path / 'no-model-here'}': ")
+    assert err.count("\n") == 1
+
+
+def test_pooler_config_errors_name_the_key_and_the_valid_ones(capsys):
+    assert main(["embed", "x", "--pooler-config", '{"pooling_typ": "MEAN"}']) == 2
+    assert capsys.readouterr().err == (
+        "poolkit embed: error: --pooler-config: unknown key 'pooling_typ'; valid keys: pooling_type, normalize, "
+        "dimensions, include_prompt, use_activation, step_tag_id, returned_token_ids, activation\n")
+    assert main(["embed", "x", "--pooler-config", '{"pooling_type": ["MEAN"]}']) == 2
+    assert capsys.readouterr().err == ("poolkit embed: error: --pooler-config key 'pooling_type': Input should be a "
+                                       "valid string (got ['MEAN'])\n")
+    assert main(["embed", "x", "--pooler-config", '{"pooling_type": "MEAN"']) == 2  # was exit status 1
+    assert capsys.readouterr().err.startswith("poolkit embed: error: --pooler-config: invalid JSON '{\"pooling_type\"")
+
+
+def test_a_validation_error_reaching_main_is_one_line_per_field(monkeypatch, capsys):
+    from pydantic import BaseModel, Field, StrictBool
+
+    from poolkit.cli import embed
+
+    class Options(BaseModel):  # pydantic's own messages: the test is about how main renders them
+        dimensions: int = Field(gt=0)
+        verbose: StrictBool = False
+
+    def run(args):
+        Options(dimensions=0, verbose="maybe")
+
+    monkeypatch.setattr(embed, "run", run)
+    assert main(["embed", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "pydantic" not in err and "validation error" not in err
+    assert err.splitlines() == ["poolkit embed: error: --dimensions: Input should be greater than 0 (got 0)",
+                                "poolkit embed: error: verbose: Input should be a valid boolean (got 'maybe')"]

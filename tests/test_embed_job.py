@@ -25,7 +25,7 @@ import torch
 
 from poolkit import Engine, testing
 from poolkit.cli import main
-from poolkit.jobs import embed_file, partial_dir
+from poolkit.jobs import JobMismatchError, embed_file, partial_dir
 
 TEXTS = ["hello world", "Pooling models turn text into vectors", 'a "quoted", comma text', "ünïcödé façade",
          "tab\tinside", "x", "the quick brown fox " * 6, "line\u2028separator"]
@@ -249,7 +249,7 @@ def test_input_file_or_literal_texts(tiny_bert_dir, tmp_path, capsys, engine):
                                                     engine.embed(str(src))[0].outputs.data) <= 1e-6
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    assert run("-m", tiny_bert_dir, "-f", empty, "-o", tmp_path / "e.npy", "-q") == 2
+    assert run("-m", tiny_bert_dir, "-f", empty, "-o", tmp_path / "e.npy", "-q") == 1  # the job embedded nothing
     assert "nothing to embed" in capsys.readouterr().err and not partial_dir(tmp_path / "e.npy").exists()
 
 
@@ -378,6 +378,97 @@ def test_resume_refuses_another_job_and_restart_starts_over(tiny_bert_dir, tmp_p
     assert "holds an unfinished job that differs from this one in" in err and "input" in err and "--restart" in err
     assert run("-m", tiny_bert_dir, src, "-o", out, "-q", "--restart") == 0
     assert pq.read_table(out).num_rows == len(TEXTS) and not stale.exists()
+
+
+def test_resume_with_a_changed_option_names_the_flag(tiny_bert_dir, tmp_path, capsys, engine):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n{broken\n')
+    out = tmp_path / "out.parquet"
+    job = ("-m", tiny_bert_dir, src, "-o", out, "--chunk-size", 2, "-q")
+    assert run(*job, "--truncate-prompt-tokens", 16) == 2  # stopped at line 4, after a chunk was committed
+    assert f"kept in {partial_dir(out)}" in capsys.readouterr().err and partial_dir(out).is_dir()
+    assert run(*job, "--truncate-prompt-tokens", 8, "--no-normalize") == 2
+    assert capsys.readouterr().err == (
+        f"poolkit embed: error: {partial_dir(out)} holds an unfinished job that differs from this one in "
+        f"--no-normalize (before: not given, now: given); --truncate-prompt-tokens (before: 16, now: 8): run the "
+        f"same command as before to resume it, or pass --restart to discard it and start over\n")
+    with pytest.raises(JobMismatchError, match=r"in params\.truncate_prompt_tokens: .* pass restart=True") as info:
+        embed_file(engine, str(src), str(out), chunk_size=2, truncate_prompt_tokens=8, progress=False)
+    assert info.value.changes == [("params.truncate_prompt_tokens", 16, 8)]  # Python's words, for Python callers
+    assert partial_dir(out).is_dir()  # a resumable run is never removed
+
+
+def test_a_resume_whose_data_is_gone_is_refused_not_padded(tiny_bert_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n{broken\n')
+    out = tmp_path / "out.jsonl"
+    job = ("-m", tiny_bert_dir, src, "-o", out, "--chunk-size", 2, "-q")
+    assert run(*job) == 2  # stopped at line 4, the first chunk committed
+    (partial_dir(out) / "data.jsonl").unlink()  # as if moved to OUTPUT by a run killed before it cleaned up
+    capsys.readouterr()
+    assert run(*job, "--on-error", "skip") == 2
+    assert "data.jsonl holds 0 bytes, fewer than the" in capsys.readouterr().err
+    assert not out.exists() and partial_dir(out).is_dir()  # no output of zero bytes; the run is left as it was
+
+
+def test_a_failed_start_leaves_no_partial_directory(tiny_bert_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{broken\n{"text": "fine"}\n')
+    out = tmp_path / "out.npy"
+    assert run("-m", tiny_bert_dir, src, "-o", out, "-q") == 2
+    err = capsys.readouterr().err
+    assert f"{src} line 1: invalid JSON" in err and "kept in" not in err  # nothing was kept: it says none
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_job_that_embeds_nothing_fails(tiny_bert_dir, tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "body": f"text {i}"}) + "\n" for i in range(76)))
+    out = tmp_path / "out.parquet"
+    proc = subprocess.run(_cmd(tiny_bert_dir, src, out, "--on-error", "skip", "-q"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "poolkit embed: error: 0 of 76 rows embedded: every row was skipped: no field 'text' (fields: id, body) "
+        "(76 rows); pass --text-field with the field that holds the text (now 'text')")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]  # no output, no .partial/
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.txt", "first\nsecond\n\n"), ("b.txt", "first\nsecond\n\n  \r\n\n"),
+    ("c.jsonl", '{"text": "first"}\n{"text": "second"}\n\n\n'), ("d.csv", "text\nfirst\nsecond\n\n\n"),
+])
+def test_blank_lines_at_the_end_are_no_rows(tiny_bert_dir, tmp_path, engine, capsys, name, content):
+    src = tmp_path / name
+    src.write_bytes(content.encode())
+    out = tmp_path / "out.npy"
+    assert run("-m", tiny_bert_dir, src, "-o", out, "--progress") == 0
+    err = capsys.readouterr().err
+    assert "2/2" in err and f"wrote 2 embeddings of 32 dimensions to {out}" in err  # the bar's total too
+    want = torch.stack([o.outputs.data for o in engine.embed(["first", "second"])])
+    assert testing.max_abs_diff(np.load(out), want) <= 1e-6
+
+
+def test_classify_output_carries_the_label_names(tmp_path, capsys):
+    names = ["negative", "neutral", "positive"]
+    clf = testing.build_tiny_bert(tmp_path / "clf", head="sequence", num_labels=3, id2label=dict(enumerate(names)),
+                                  label2id={n: i for i, n in enumerate(names)})
+    texts = TEXTS[:8]
+    src = write_input(tmp_path / "in.txt", texts, "txt")
+    probs = torch.stack([o.outputs.data for o in Engine(str(clf)).classify(texts)])
+    top = [names[i] for i in probs.argmax(1).tolist()]
+    assert run("-m", clf, src, "-o", tmp_path / "p.jsonl", "--task", "classify", "-q") == 0
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [list(r) for r in rows[:1]] == [["index", "label", "probs"]]  # vLLM's /classify fields
+    assert [r["label"] for r in rows] == top
+    assert testing.max_abs_diff(torch.tensor([r["probs"] for r in rows]), probs) <= 1e-6
+    assert run("-m", clf, src, "-o", tmp_path / "p.parquet", "--task", "classify", "-q") == 0
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.column_names == ["id", "probs", "label"] and table["label"].to_pylist() == top
+    assert json.loads(table.schema.metadata[b"poolkit.labels"]) == names
+    assert run("-m", clf, src, "-o", tmp_path / "p.npy", "--task", "classify") == 0  # the bare matrix
+    assert np.load(tmp_path / "p.npy").shape == (8, 3)
+    assert "labels, in the order of each row's probs: negative, neutral, positive" in capsys.readouterr().err
 
 
 # --- memory ----------------------------------------------------------------------------------------------

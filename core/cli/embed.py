@@ -6,9 +6,10 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
-from poolkit.cli.parser import HelpFormatter, add_engine_args, engine_kwargs
-from poolkit.jobs import INPUT_EXTENSIONS, INPUT_FORMATS, ON_ERROR, OUTPUT_FORMATS, TASKS
+from poolkit.cli.parser import EXIT_FAILURE, EXIT_USAGE, HelpFormatter, add_engine_args, bounded_int, engine_kwargs
+from poolkit.jobs import INPUT_EXTENSIONS, INPUT_FORMATS, ON_ERROR, OUTPUT_FORMATS, TASKS, unencodable
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -24,11 +25,20 @@ Input format by extension: .jsonl/.ndjson (--text-field), .csv/.tsv (a header ro
 --text-column), .parquet (--text-column), anything else one text per line.
 Output format by extension: .parquet (columns id + vector), .npy (float32 matrix),
 anything else JSONL ({"index": i, "embedding": [...]}); JSONL on stdout without -o.
+An OUTPUT that exists is refused unless --overwrite; the input file itself, never.
+The output appears only when the job is done (until then it is built in OUTPUT.partial/).
+
+--task classify adds each text's top label (the model's id2label, as vLLM's /classify):
+JSONL {"index": i, "label": "POSITIVE", "probs": [...]}, Parquet a "label" column beside
+"probs" (the label names in probs order are in the schema metadata "poolkit.labels");
+.npy stays the bare probs matrix, its columns in the order the summary line lists.
 
 The input streams in chunks of --chunk-size texts (a Parquet row group each), so memory
 stays flat. An interrupted job keeps its progress in OUTPUT.partial/: run the same
-command again to resume it. Malformed rows (bad JSON, a missing field, an empty text)
-stop the job with their line number, or with --on-error skip are reported and counted.
+command again to resume it. Malformed rows (bad JSON, a missing field, an empty text,
+text that is not valid Unicode) stop the job with their line number, or with --on-error
+skip are reported and counted; blank lines at the end of a file are not rows. A job that
+embeds nothing (every row skipped) fails with exit status 1 and leaves no output.
 
 A progress bar (texts, texts/s, ETA; advanced after each forward pass) shows on stderr
 when it is a terminal; --progress shows it anyway, --quiet never."""
@@ -63,6 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", help="write to OUTPUT: .parquet, .npy, or anything else JSONL "
                                               "(default: JSONL on stdout, not resumable); its directory must "
                                               "exist (see --mkdir)")
+    embed.add_argument("--overwrite", action="store_true",
+                       help="replace an OUTPUT that exists (when the job succeeds; never the input file)")
     embed.add_argument("--mkdir", action="store_true",
                        help="create OUTPUT's directory, and any missing parent, if it does not exist "
                             "(without it, a missing directory is an error)")
@@ -79,15 +91,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        help="override the output format the extension implies")
     embed.add_argument("--output-column", help="name of the vector column / JSONL key (default: embedding, probs, "
                                                "token_embeddings or token_probs, by task)")
-    embed.add_argument("--dimensions", type=int, help="Matryoshka output dimensions (models that support it)")
+    embed.add_argument("--dimensions", type=bounded_int(1), metavar="N",
+                       help="Matryoshka output dimensions (models that support it)")
     embed.add_argument("--no-normalize", action="store_true", help="return unnormalized vectors")
     embed.add_argument("--no-activation", action="store_true", help="classify/token_classify: raw logits")
     embed.add_argument("--prompt-name", help="prepend the model's named prompt (config_sentence_transformers.json)")
-    embed.add_argument("--truncate-prompt-tokens", type=int, metavar="N",
+    embed.add_argument("--truncate-prompt-tokens", type=truncate_tokens, metavar="N",
                        help="keep at most N tokens per text (-1: max_model_len). Without it, texts longer than "
                             "max_model_len are truncated when the model has a Sentence Transformers max_seq_length "
                             "(as SentenceTransformer.encode does), and are row errors otherwise")
-    embed.add_argument("--chunk-size", type=int, default=2048,
+    embed.add_argument("--chunk-size", type=bounded_int(1), default=2048, metavar="N",
                        help="texts read, run and written at a time: a Parquet row group, a resume point "
                             "(default: 2048)")
     embed.add_argument("--on-error", choices=ON_ERROR, default="stop",
@@ -104,15 +117,56 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return embed
 
 
+def truncate_tokens(text: str) -> int:
+    """``--truncate-prompt-tokens``: -1 (the model's max_model_len) or a token count of at least 1."""
+    value = bounded_int(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be -1 (truncate to the model's max_model_len) or at least 1, got 0")
+    return value
+
+
+# the parts of a job's manifest (poolkit.jobs.JobMismatchError.changes) as the flags that set them
+JOB_FLAGS = {"input": "the input file", "input_size": "the input file's size (it changed since)",
+             "input_mtime_ns": "the input file's modification time (it changed since)",
+             "input_format": "--input-format", "text_field": "--text-field", "id_field": "--id-field",
+             "model": "--model", "task": "--task", "dtype": "--dtype", "prompt_name": "--prompt-name",
+             "output_format": "--output-format", "output_column": "--output-column",
+             "params.dimensions": "--dimensions", "params.normalize": "--no-normalize",
+             "params.use_activation": "--no-activation", "params.truncate_prompt_tokens": "--truncate-prompt-tokens",
+             "source": "the input (stdin or texts, which cannot resume)", "version": "the manifest's version"}
+_QUIET_VALUES = ("input_size", "input_mtime_ns", "source", "version")
+
+
+def mismatch_message(exc: Any) -> str:
+    """A :class:`poolkit.jobs.JobMismatchError` in CLI words: the flags that differ, their values, ``--restart``."""
+
+    def shown(field: str, value: Any) -> str:
+        if field in ("params.normalize", "params.use_activation"):  # --no-normalize / --no-activation give False
+            return "given" if value is False else "not given"
+        return "not given" if value is None else repr(value)
+
+    parts = []
+    for field, before, now in exc.changes:
+        if field.startswith("pooler_config."):
+            name = f"--pooler-config key {field.split('.', 1)[1]!r}"
+        else:
+            name = JOB_FLAGS.get(field, field)
+        parts.append(name if field in _QUIET_VALUES else
+                     f"{name} (before: {shown(field, before)}, now: {shown(field, now)})")
+    return (f"{exc.directory} holds an unfinished job that differs from this one in {'; '.join(parts)}: run the "
+            f"same command as before to resume it, or pass --restart to discard it and start over")
+
+
 def embed_source(args: argparse.Namespace) -> str | list[str]:
     """The input file (``-f FILE``, or one TEXT argument naming an existing file), else the texts themselves.
 
     Without either, a piped stdin is the input (``-f -``: a text per line); a terminal's is not read.
+    A TEXT that is not valid UTF-8 is an error naming it (before any model loads).
     """
     texts = list(args.texts)
     if args.file is not None:
         if texts:
-            raise SystemExit("poolkit embed: give texts or --file, not both")
+            raise ValueError("give texts or --file, not both")
         return args.file
     if not texts:
         try:
@@ -121,8 +175,7 @@ def embed_source(args: argparse.Namespace) -> str | list[str]:
             piped = False
         if piped:
             return "-"
-        raise SystemExit("poolkit embed: nothing to embed (give texts, an INPUT file, --file FILE, "
-                         "or pipe texts on stdin)")
+        raise ValueError("nothing to embed (give texts, an INPUT file, --file FILE, or pipe texts on stdin)")
     if len(texts) == 1 and not args.literal:
         text = texts[0]
         if os.path.isfile(text):
@@ -133,16 +186,24 @@ def embed_source(args: argparse.Namespace) -> str | list[str]:
         if looks_like_path:
             print(f"poolkit embed: warning: {text!r} is not a file; embedding it as text "
                   f"(use --literal to silence this)", file=sys.stderr)
+    for i, text in enumerate(texts, 1):
+        reason = unencodable(text)
+        if reason:
+            raise ValueError(f"TEXT argument {i} {reason}: give texts in UTF-8")
     return texts
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolkit import Engine
-    from poolkit.jobs import EmbedJob, check_output, run_job, summary
+    from poolkit.jobs import (EmbedJob, JobMismatchError, NothingEmbeddedError, check_input, check_output, run_job,
+                              summary)
 
+    # everything the command line decides is checked before the model loads: a one-line error, exit status 2
     source = embed_source(args)
+    if isinstance(source, str):
+        check_input(source)
     if args.output is not None:
-        check_output(args.output, mkdir=args.mkdir)  # before the model loads: a one-line error, exit status 2
+        check_output(args.output, mkdir=args.mkdir, source=source, overwrite=args.overwrite)
+    kwargs = engine_kwargs(args)
     try:
         bar = args.progress or sys.stderr.isatty()
     except (ValueError, AttributeError):
@@ -153,8 +214,16 @@ def run(args: argparse.Namespace) -> int:
                    normalize=False if args.no_normalize else None, use_activation=False if args.no_activation else None,
                    truncate_prompt_tokens=args.truncate_prompt_tokens, prompt_name=args.prompt_name,
                    chunk_size=args.chunk_size, on_error=args.on_error, restart=args.restart,
-                   progress=bool(bar) and not args.quiet)
-    engine = Engine(args.model or default_model(), **engine_kwargs(args))
+                   overwrite=args.overwrite, progress=bool(bar) and not args.quiet)
+    model = args.model or default_model()
+    from poolkit import Engine  # torch: only once the command line has passed every check
+
+    try:
+        engine = Engine(model, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one line naming the model and the cause, as serve prints
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"poolkit embed: error: cannot load model {model!r}: {type(exc).__name__}: {cause}", file=sys.stderr)
+        return EXIT_FAILURE
     # the job's notes on stderr: skipped rows always, a resumed run's position unless --quiet
     job_log = logging.getLogger("poolkit.jobs")
     handler = logging.StreamHandler(sys.stderr)
@@ -169,6 +238,15 @@ def run(args: argparse.Namespace) -> int:
         if args.output and not isinstance(source, list) and source != "-":
             print(f"poolkit embed: interrupted; run the same command again to resume {args.output}", file=sys.stderr)
         return 130
+    except JobMismatchError as exc:
+        print(f"poolkit embed: error: {mismatch_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except NothingEmbeddedError as exc:
+        hint = ""
+        if any(reason.startswith("no field") for reason in exc.reasons):
+            hint = f"; pass --text-field with the field that holds the text (now {args.text_field!r})"
+        print(f"poolkit embed: error: {exc}{hint}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         job_log.removeHandler(handler)
         job_log.setLevel(saved[0])

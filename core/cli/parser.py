@@ -87,15 +87,17 @@ ENGINE_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--quantization",), dict(default=None, choices=("int8",),
                                help="int8: the encoder's linears as int8 matmuls, per-channel weight and per-token "
                                     "activation scales, the rest bfloat16 (CPU; BERT and RoBERTa embedding models)")),
-    (("--max-model-len",), dict(type=int, help="the limit on tokens per input (default: the Sentence Transformers "
-                                               "max_seq_length, else the model's position limit)")),
+    (("--max-model-len",), dict(type=bounded_int(1), metavar="N",
+                                help="the limit on tokens per input (default: the Sentence Transformers "
+                                     "max_seq_length, else the model's position limit)")),
     (("--auto-truncate",), dict(action=argparse.BooleanOptionalAction, default=None,
                                 help="truncate inputs longer than max_model_len (--auto-truncate) or refuse them "
                                      "(--no-auto-truncate, OpenAI's behaviour: serve answers 400, embed reports a "
                                      "row error) (default: truncate for models with a Sentence Transformers "
                                      "max_seq_length, refuse for the others)")),
-    (("--max-batch-tokens",), dict(type=int, metavar="N", help="token budget of one forward pass (default: 2048 at float32, "
-                                                  "4096 at bfloat16/float16: about the same time a pass)")),
+    (("--max-batch-tokens",), dict(type=bounded_int(1), metavar="N",
+                                   help="token budget of one forward pass (default: 2048 at float32, "
+                                        "4096 at bfloat16/float16: about the same time a pass)")),
     (("--io-processor-plugin",), dict(metavar="NAME", help="IO processor of the 'plugin' task (/pooling) "
                                                            "(default: config.json's io_processor_plugin)")),
     (("--trust-remote-code",), dict(action="store_true",
@@ -123,18 +125,64 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded)."""
+    """The :class:`poolkit.Engine` keyword arguments of the parsed engine flags (JSON flags decoded).
+
+    A bad JSON flag is a ``ValueError`` naming the flag (:func:`main` prints it, exit status 2): invalid
+    JSON, or a ``--pooler-config`` key or value :class:`poolkit.config.PoolerConfig` refuses.
+    """
     kwargs = {_dest(flags): getattr(args, _dest(flags)) for flags, _ in ENGINE_FLAGS}
     for name in JSON_FLAGS:
-        kwargs[name] = json_arg(kwargs[name])
+        kwargs[name] = json_arg(kwargs[name], "--" + name.replace("_", "-"))
+    if kwargs["hf_overrides"] is not None and not isinstance(kwargs["hf_overrides"], dict):
+        raise ValueError(f"--hf-overrides must be a JSON object, got {args.hf_overrides!r}")
+    if kwargs["pooler_config"] is not None:
+        from pydantic import ValidationError
+
+        from poolkit.config import PoolerConfig
+
+        try:
+            PoolerConfig.model_validate(kwargs["pooler_config"])
+        except ValidationError as exc:
+            raise ValueError(validation_message(exc, "--pooler-config", PoolerConfig)) from None
     return kwargs
 
 
-def json_arg(value: str | None) -> Any:
-    """A JSON flag's value, decoded; an invalid one ends the command with a one-line error."""
+def json_arg(value: str | None, flag: str = "the flag") -> Any:
+    """A JSON flag's value, decoded; invalid JSON is a ``ValueError`` naming the flag and the value."""
     if value is None:
         return None
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"poolkit: invalid JSON {value!r}: {exc}") from None
+        raise ValueError(f"{flag}: invalid JSON {value!r} ({exc})") from None
+
+
+def validation_message(exc: Any, where: str | None = None, model: Any = None,
+                       flags: argparse.ArgumentParser | None = None) -> str:
+    """A pydantic ``ValidationError`` as CLI text: one line per error, "field: message (got value)", no URL.
+
+    ``where`` prefixes each field (``--pooler-config``: its keys); an unknown key lists ``model``'s
+    fields; a field that is also a flag of ``flags`` (``dimensions``) is named as that flag.
+    """
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error.get("loc", ())) or "value"
+        option = "--" + field.replace("_", "-")
+        if where is None and flags is not None and option in flags._option_string_actions:
+            name = option
+        else:
+            name = f"{where} key {field!r}" if where else field
+        if error.get("type") == "extra_forbidden":
+            valid = f"; valid keys: {', '.join(model.model_fields)}" if model is not None else ""
+            lines.append(f"{where + ': ' if where else ''}unknown key {field!r}{valid}")
+        else:
+            lines.append(f"{name}: {error.get('msg', 'invalid')} (got {error.get('input')!r})")
+    return "\n".join(lines) or str(exc)
+
+
+class Parser(argparse.ArgumentParser):
+    """``poolkit``'s parser and every subcommand's: no abbreviated flags (``--max-batch-token`` is an error,
+    not ``--max-batch-tokens``), so that a flag added later never changes what an old command line means."""
+
+    def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)

@@ -10,7 +10,7 @@
   <poolkit.Engine.pool>`, the progress bar, the summary line.
 """
 
-from poolkit.jobs.common import JobError, Row
+from poolkit.jobs.common import JobError, JobMismatchError, NothingEmbeddedError, Row
 from poolkit.jobs.manifest import MANIFEST_VERSION, JobState, partial_dir
 from poolkit.jobs.readers import (
     INPUT_EXTENSIONS,
@@ -20,8 +20,10 @@ from poolkit.jobs.readers import (
     ListReader,
     ParquetReader,
     Reader,
+    check_input,
     input_format,
     open_reader,
+    unencodable,
 )
 from poolkit.jobs.run import (
     ON_ERROR,
@@ -49,8 +51,8 @@ from poolkit.jobs.writers import (
 __all__ = [
     "INPUT_EXTENSIONS", "INPUT_FORMATS", "MANIFEST_VERSION", "ON_ERROR", "OUTPUT_COLUMNS", "OUTPUT_EXTENSIONS",
     "OUTPUT_FORMATS", "TASKS", "WRITERS",
-    "CsvReader", "EmbedJob", "JobError", "JobResult", "JobState", "JsonlWriter", "LineReader", "ListReader",
-    "NpyWriter", "ParquetReader", "ParquetWriter", "Reader", "Row", "Writer",
-    "check_output", "embed_file", "input_format", "logger", "open_reader", "output_format", "partial_dir",
-    "run_job", "summary",
+    "CsvReader", "EmbedJob", "JobError", "JobMismatchError", "JobResult", "JobState", "JsonlWriter", "LineReader",
+    "ListReader", "NothingEmbeddedError", "NpyWriter", "ParquetReader", "ParquetWriter", "Reader", "Row", "Writer",
+    "check_input", "check_output", "embed_file", "input_format", "logger", "open_reader", "output_format",
+    "partial_dir", "run_job", "summary", "unencodable",
 ]

@@ -3,8 +3,8 @@
 The manifest says what the job is (input, model, task, options), how far the input was read (a
 reader's cursor) and what was written (rows, bytes, Parquet parts). Each chunk's data is written
 and fsynced first, then the manifest is replaced atomically, so it never claims more than the disk
-holds. A manifest of another job is refused (``restart=True`` discards it); a second job on the
-same output is locked out.
+holds. A manifest of another job is refused, a :class:`JobMismatchError` naming what differs
+(``restart=True`` discards it); a second job on the same output is locked out.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from poolkit.jobs.common import JobError
+from poolkit.jobs.common import JobError, JobMismatchError
 
 MANIFEST_VERSION = 1
 
@@ -56,12 +56,10 @@ class JobState:
             if old is None:  # what a job that cannot resume (stdin, texts) left: nothing to keep
                 manifest = None
             elif manifest.get("version") != MANIFEST_VERSION or old != job:
-                diff = (sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k)) if job is not None
-                        else ["input (this one cannot resume: stdin or texts)"]) or ["version"]
+                changes = (_changes(old, job) if job is not None else [("source", None, None)]) \
+                    or [("version", manifest.get("version"), MANIFEST_VERSION)]
                 lock.close()
-                raise JobError(f"{directory} holds an unfinished job that differs from this one in "
-                               f"{', '.join(diff)}: run the same command as before to resume it, or pass "
-                               f"--restart (restart=True) to start over")
+                raise JobMismatchError(str(directory), changes)
         if manifest is None:
             for entry in directory.iterdir():  # a fresh start: forget any earlier data
                 if entry.name != "lock":
@@ -93,6 +91,20 @@ class JobState:
     def close(self) -> None:
         if not self._lock.closed:
             self._lock.close()
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(field, before, now)`` of each field that differs; dicts on both sides compared key by key."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        before, now = old.get(key), new.get(key)
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            changes += _changes(before, now, f"{prefix}{key}.")
+        else:
+            changes.append((prefix + key, before, now))
+    return changes
 
 
 def fsync_file(path: Path) -> None:

@@ -6,10 +6,13 @@ CSV/TSV (a header row, then rows whose ``text_field`` column is the text) and Pa
 ``text_field`` column, a record batch at a time). A record's ``index`` is its 0-based number in the
 input (txt: line number - 1; CSV: data rows, the header not counted): the default id.
 
-A malformed record (invalid UTF-8 or JSON, a missing field, an empty text, a CSV row whose field
-count differs from the header's) is yielded as a :class:`Row` whose ``error`` says why, with its
-line number; the job stops or skips it. Each record comes with the cursor just after it, which the
-manifest saves: ``rows(cursor)`` continues exactly there.
+A malformed record (invalid UTF-8 or JSON, a missing field, an empty text, text with a lone
+surrogate that no tokenizer can encode, a CSV row whose field count differs from the header's) is
+yielded as a :class:`Row` whose ``error`` says why, with its line number; the job stops or skips it.
+Blank lines at the end of a file (a trailing newline too many) are not records; blank lines
+before the last record are malformed records, as an empty text is to Sentence Transformers and TEI.
+Each record comes with the cursor just after it, which the manifest saves: ``rows(cursor)``
+continues exactly there.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from poolkit.jobs.common import JobError, Row, pyarrow
+from poolkit.jobs.common import JobError, NothingEmbeddedError, Row, pyarrow
 
 INPUT_FORMATS = ("txt", "jsonl", "csv", "tsv", "parquet")
 INPUT_EXTENSIONS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
@@ -36,6 +39,44 @@ def input_format(path: str, given: str | None = None) -> str:
             raise JobError(f"input format {given!r}; choose one of {', '.join(INPUT_FORMATS)}")
         return given
     return INPUT_EXTENSIONS.get(Path(path).suffix.lower(), "txt")
+
+
+def unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone UTF-16 surrogate, e.g. ``"\\ud800"`` in JSON, or a byte of
+    invalid UTF-8 in a command line argument, which Python keeps as ``"\\udcXX"``), or None when it can."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        char = text[exc.start]
+        if "\udc80" <= char <= "\udcff":  # surrogateescape: the byte that was not UTF-8
+            return f"is not valid UTF-8 (byte 0x{ord(char) - 0xdc00:02x} at character {exc.start})"
+        return f"is not valid Unicode (a lone surrogate {char!r} at character {exc.start})"
+
+
+def check_input(path: str) -> None:
+    """Fail now, naming ``path``, if it is no readable input file (``"-"``: stdin, always fine)."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise JobError(f"{path} is a directory, not an input file (give a txt, JSONL, CSV/TSV or Parquet file)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such input file: {path}")
+    if not os.access(path, os.R_OK):
+        raise JobError(f"cannot read the input file {path}: permission denied")
+
+
+def _without_blank_tail(rows: Iterator[tuple[Row, dict[str, int]]],
+                        blank: str) -> Iterator[tuple[Row, dict[str, int]]]:
+    """``rows`` less the blank ones (``error == blank``) at the end: those before a record are still yielded."""
+    held: list[tuple[Row, dict[str, int]]] = []
+    for item in rows:
+        if item[0].error == blank:
+            held.append(item)
+            continue
+        yield from held
+        held.clear()
+        yield item
 
 
 class Reader:
@@ -64,13 +105,15 @@ class Reader:
 
 
 def _count_lines(path: str) -> int:
-    """Lines in a file, a last line without a newline included: a fast pass over its bytes."""
-    count, last = 0, b"\n"
+    """Lines in a file up to its last non-blank one (the blank tail is no record): a fast pass over its bytes."""
+    count, lines = 0, 0
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
+            content = block.rstrip()
+            if content:
+                lines = count + content.count(b"\n") + 1
             count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
+    return lines
 
 
 class LineReader(Reader):
@@ -86,6 +129,9 @@ class LineReader(Reader):
         return None if self.path == "-" else _count_lines(self.path)
 
     def rows(self, cursor: dict[str, int] | None) -> Iterator[tuple[Row, dict[str, int]]]:
+        return _without_blank_tail(self._rows(cursor), "empty line")
+
+    def _rows(self, cursor: dict[str, int] | None) -> Iterator[tuple[Row, dict[str, int]]]:
         cursor = cursor or {"index": 0, "line": 0, "offset": 0}
         index, line, offset = cursor["index"], cursor["line"], cursor["offset"]
         stream = sys.stdin.buffer if self.path == "-" else open(self.path, "rb")
@@ -110,7 +156,7 @@ class LineReader(Reader):
         if line == 1:
             text = text.removeprefix("\ufeff")
         text = text.rstrip("\r\n")
-        if self.format == "txt":
+        if self.format == "txt":  # decoded as UTF-8 above: no lone surrogate
             return Row(index, line, text, error=None if text.strip() else "empty line")
         if not text.strip():
             return Row(index, line, None, error="empty line")
@@ -137,6 +183,9 @@ class LineReader(Reader):
                                                 f"got {_json_type(obj)}")
         if not value.strip():
             return Row(index, line, None, ident, error=f"field {self.text_field!r} is empty")
+        reason = unencodable(value)
+        if reason:
+            return Row(index, line, None, ident, error=f"field {self.text_field!r} {reason}")
         return Row(index, line, value, ident)
 
 
@@ -197,13 +246,20 @@ class CsvReader(Reader):
             if error or not fields:
                 raise JobError(f"{self.path} line 1: the header row is {'empty' if not error else error}")
             return [f.strip() for f in fields], {"index": 0, **after}
-        raise JobError(f"nothing to embed: {self.path} is empty (a CSV/TSV input starts with a header row)")
+        raise NothingEmbeddedError(f"nothing to embed: {self.path} is empty (a CSV/TSV input starts with a header row)")
 
     def count(self) -> int | None:
+        records = last = 0
         with open(self.path, encoding="utf-8", errors="replace", newline="") as f:
-            return max(sum(1 for _ in csv.reader(f, delimiter=self.delimiter)) - 1, 0)
+            for fields in csv.reader(f, delimiter=self.delimiter):
+                records += 1
+                last = records if fields else last  # empty rows at the end are no records
+        return max(last - 1, 0)
 
     def rows(self, cursor: dict[str, int] | None) -> Iterator[tuple[Row, dict[str, int]]]:
+        return _without_blank_tail(self._rows(cursor), "empty row")
+
+    def _rows(self, cursor: dict[str, int] | None) -> Iterator[tuple[Row, dict[str, int]]]:
         cursor = cursor or self._after_header
         index, width, col = cursor["index"], len(self.header), self.text_field
         for fields, error, line, after in self._records(cursor["offset"], cursor["line"]):
@@ -282,8 +338,12 @@ class ListReader(Reader):
 
     def rows(self, cursor: dict[str, int] | None) -> Iterator[tuple[Row, dict[str, int]]]:
         for i, text in enumerate(self.texts):
-            ok = isinstance(text, str) and text.strip()
-            yield Row(i, i + 1, text if ok else None, error=None if ok else "empty text"), {"index": i + 1}
+            if not (isinstance(text, str) and text.strip()):
+                error = "empty text"
+            else:
+                reason = unencodable(text)
+                error = reason and f"the text {reason}"
+            yield Row(i, i + 1, None if error else text, error=error), {"index": i + 1}
 
 
 def open_reader(source: str | list[str], fmt: str | None = None, text_field: str = "text",
@@ -292,8 +352,7 @@ def open_reader(source: str | list[str], fmt: str | None = None, text_field: str
     if not isinstance(source, str):
         return ListReader(source)
     fmt = input_format(source, fmt)
-    if source != "-" and not os.path.isfile(source):
-        raise FileNotFoundError(f"no such input file: {source}")
+    check_input(source)
     if fmt in ("txt", "jsonl"):
         return LineReader(source, fmt, text_field, id_field)
     if fmt in ("csv", "tsv"):

@@ -12,6 +12,7 @@ interrupted job resumes from its manifest (:mod:`poolkit.jobs.manifest`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poolkit.jobs.common import JobError, Row
+from poolkit.jobs.common import JobError, NothingEmbeddedError, Row
 from poolkit.jobs.manifest import JobState
 from poolkit.jobs.readers import Reader, open_reader
 from poolkit.jobs.writers import WRITERS, output_format
@@ -44,6 +45,8 @@ class EmbedJob:
     :param chunk_size: texts read, run and written at a time (a Parquet row group each).
     :param on_error: ``"stop"`` at the first malformed row, or ``"skip"`` it (reported and counted).
     :param restart: discard an unfinished run of this output instead of resuming it.
+    :param overwrite: replace an ``output`` that exists (when the job completes); without it, an
+        existing output is refused before anything runs. The input file itself is always refused.
     :param progress: a tqdm bar on stderr, advanced after each forward pass (the CLI shows it when
         stderr is a terminal, or with ``--progress``).
     """
@@ -64,6 +67,7 @@ class EmbedJob:
     chunk_size: int = 2048
     on_error: str = "stop"
     restart: bool = False
+    overwrite: bool = False
     progress: bool = True
 
 
@@ -75,18 +79,29 @@ class JobResult:
     dim: int | None  # the last dimension of each result
     resumed_rows: int  # rows an earlier, interrupted run had written
     seconds: float  # this run's wall time
+    labels: list[str] | None = None  # classify: the label of each probs column (the model's id2label)
 
 
-def check_output(output: str | Path, mkdir: bool = False, hint: str = " (pass --mkdir to create it)") -> None:
+def check_output(output: str | Path, mkdir: bool = False, hint: str = " (pass --mkdir to create it)", *,
+                 source: str | list[str] | None = None, overwrite: bool = False,
+                 overwrite_hint: str = "pass --overwrite to replace it") -> None:
     """Fail now, with a :class:`JobError` naming ``output`` and the reason, if the job could not write it.
 
     Its directory must exist (``mkdir=True`` creates it and any missing parent; otherwise the error
-    ends with ``hint``) and be writable; ``output`` itself must not be a directory.
+    ends with ``hint``) and be writable; ``output`` itself must not be a directory, nor the input file
+    ``source`` (by any path or link), nor exist unless ``overwrite`` (the error then ends with
+    ``overwrite_hint``).
     """
     output = Path(output)
     parent = output.parent
     if output.is_dir():
         raise JobError(f"cannot write {output}: it is a directory")
+    if isinstance(source, (str, Path)) and str(source) != "-" and os.path.exists(source) and (
+            os.path.realpath(source) == os.path.realpath(output)
+            or (output.exists() and os.path.samefile(source, output))):
+        raise JobError(f"cannot write {output}: it is the input file {source}; choose another output")
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise JobError(f"{output} exists; {overwrite_hint}")
     existing = next(p for p in (parent, *parent.parents) if p.exists() or p == Path(p.anchor or "."))
     if not existing.is_dir():
         raise JobError(f"cannot write {output}: {existing} is a file, not a directory")
@@ -128,8 +143,9 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
         raise JobError(f"{out_format} output needs an output file")
     if out_format == "npy" and job.task.startswith("token_"):
         raise JobError(f"{job.task} gives a matrix per text, which a .npy matrix cannot hold: write .parquet or .jsonl")
-    if job.output is not None:
-        check_output(job.output, mkdir=True)  # a clear error, not an OSError from deep inside the job
+    if job.output is not None:  # a clear error, not an OSError from deep inside the job
+        check_output(job.output, mkdir=True, source=job.source, overwrite=job.overwrite,
+                     overwrite_hint="overwrite=True replaces it")
     params = PoolingParams(dimensions=job.dimensions, normalize=job.normalize, use_activation=job.use_activation,
                            truncate_prompt_tokens=job.truncate_prompt_tokens)
     adapter = engine.task(job.task)
@@ -137,6 +153,12 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
     reader = open_reader(job.source, job.input_format, job.text_field, job.id_field)
     column = job.output_column or OUTPUT_COLUMNS[job.task]
     metadata = {"poolkit.model": str(engine.model_config.name), "poolkit.task": job.task}
+    labels = None
+    if job.task == "classify":  # each text's top label beside its probs, as vLLM's /classify answers
+        id2label = engine.id2label
+        labels = [id2label.get(i, f"LABEL_{i}") for i in range(max(id2label, default=-1) + 1)] or None
+        if labels:
+            metadata["poolkit.labels"] = json.dumps(labels)
 
     state = None
     if job.output is not None:
@@ -163,7 +185,7 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
             logger.log(level, message)
 
     try:
-        writer = WRITERS[out_format](state, column, job.id_field, reader.id_type, metadata,
+        writer = WRITERS[out_format](state, column, job.id_field, reader.id_type, metadata, labels=labels,
                                       **({"stream": sys.stdout} if state is None else {}))
         manifest = state.manifest if state else {"cursor": None, "rows": 0, "skipped": 0, "dim": None}
         resumed_rows = manifest["rows"]
@@ -177,9 +199,15 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
             where = f"{reader.name} {reader.unit} {row.line}"
             if job.on_error == "stop":
                 kept = (f"; the chunks before it are kept in {state.dir} and the same command resumes there"
-                        if state is not None and state.manifest["job"] is not None else "")
+                        if state is not None and state.resumed and state.manifest["job"] is not None else "")
                 raise JobError(f"{where}: {reason} (pass --on-error skip to skip malformed rows{kept})")
             note(f"poolkit: skipped {where}: {reason}")
+            key = reason.split(" (")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+            examples.setdefault(key, reason)
+
+        reasons: dict[str, int] = {}  # the skipped rows by the start of their reason, and one full reason each
+        examples: dict[str, str] = {}
 
         batches, any_record = 0, manifest["cursor"] is not None
         rows_done, skipped, dim = manifest["rows"], manifest["skipped"], manifest["dim"]
@@ -210,13 +238,21 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
             del chunk, good, tokens, pooled, values
             release_freed_memory(collect=False)  # the chunk's heap back to the OS: RSS stays flat
         if not any_record:
+            raise NothingEmbeddedError(f"nothing to embed: {reader.name} has no rows")
+        if not rows_done:
+            why = "; ".join(f"{examples[key]} ({n} row{'s' if n != 1 else ''})"
+                            for key, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
             if state is not None:
-                state.remove()
-            raise JobError(f"nothing to embed: {reader.name} has no rows")
+                state.remove()  # read to the end: nothing left to resume
+            raise NothingEmbeddedError(f"0 of {skipped} rows embedded: every row was skipped: {why}", reasons)
         if state is not None:
             writer.finish(job.output)
             state.remove()
-        return JobResult(job.output, rows_done, skipped, dim, resumed_rows, time.perf_counter() - start_time)
+        return JobResult(job.output, rows_done, skipped, dim, resumed_rows, time.perf_counter() - start_time, labels)
+    except BaseException:
+        if state is not None and not state.resumed:  # nothing committed, nothing to resume: no OUTPUT.partial/ left
+            state.remove()
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -302,4 +338,7 @@ def summary(result: JobResult, task: str) -> str:
         text += f" ({result.resumed_rows} of them by an earlier, interrupted run)"
     if result.skipped:
         text += f"; skipped {result.skipped} malformed row{'s' if result.skipped != 1 else ''} (reported above)"
+    if result.labels:
+        shown = ", ".join(result.labels[:20]) + (", ..." if len(result.labels) > 20 else "")
+        text += f"; labels, in the order of each row's probs: {shown}"
     return text

@@ -2,7 +2,10 @@
 
 By extension, or ``output_format``: Parquet (``.parquet``/``.pq``: columns ``id`` and the vector
 column, one row group per chunk), .npy (a float32 matrix, one row per written text) and JSONL
-(``{"index": ..., "embedding": [...]}`` per line; anything else, and stdout). ``id`` is the input
+(``{"index": ..., "embedding": [...]}`` per line; anything else, and stdout). Given ``labels`` (classify:
+the model's label names in probs order), JSONL and Parquet add each row's top ``label`` (vLLM's
+``/classify`` field) and Parquet's schema metadata ``poolkit.labels`` holds them all; .npy stays the
+bare matrix. ``id`` is the input
 record's 0-based number, or its ``id_field`` value. Skipped rows leave no row, so .npy rows then no
 longer line up with input lines (Parquet and JSONL carry the id). On resume, JSONL and .npy data are
 cut back to the manifest's byte count (dropping a torn tail) and Parquet part files beyond the
@@ -40,10 +43,31 @@ def output_format(path: str | None, given: str | None = None) -> str:
 class Writer:
     """Appends chunks of ``(rows, values)`` to a job's data; ``finish`` moves it to the output."""
 
+    def _open_data(self, name: str, start: int) -> Any:
+        """``OUTPUT.partial/name`` for appending at byte ``start``: the last commit (a torn tail past it dropped).
+
+        A resumed run whose data file holds less than the manifest says (it was moved to OUTPUT just
+        before the process died, or removed) is refused, never padded with zeros."""
+        path = self.state.dir / name
+        committed = self.state.manifest["bytes"]
+        size = path.stat().st_size if path.exists() else 0
+        if committed and size < committed:
+            raise JobError(f"{path} holds {size} bytes, fewer than the {committed} its manifest records: this "
+                           f"unfinished run cannot resume; start over (--restart, restart=True)")
+        file = open(path, "ab")
+        file.truncate(start)
+        file.seek(start)
+        return file
+
     def __init__(self, state: JobState | None, column: str, id_field: str | None, id_type: Any = None,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, labels: list[str] | None = None) -> None:
         self.state, self.column, self.id_field, self.id_type = state, column, id_field, id_type
-        self.metadata = metadata or {}
+        self.metadata, self.labels = metadata or {}, labels
+
+    def top_label(self, value: Any) -> str:
+        """The label of ``value``'s largest entry (softmax or not, the same one)."""
+        i = int(value.argmax())
+        return self.labels[i] if i < len(self.labels) else f"LABEL_{i}"
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         """Write one chunk durably; returns the manifest fields that record it."""
@@ -61,14 +85,13 @@ class JsonlWriter(Writer):
         self.stream = stream
         if stream is None:
             self.path = self.state.dir / "data.jsonl"
-            self.file = open(self.path, "ab")
-            self.file.truncate(self.state.manifest["bytes"])  # drop a torn tail past the last commit
-            self.file.seek(self.state.manifest["bytes"])
+            self.file = self._open_data("data.jsonl", self.state.manifest["bytes"])
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         lines = []
         for row, value in zip(rows, values):
-            record = {"index": row.index, **({"id": row.id} if self.id_field else {}), self.column: value.tolist()}
+            record = {"index": row.index, **({"id": row.id} if self.id_field else {}),
+                      **({"label": self.top_label(value)} if self.labels else {}), self.column: value.tolist()}
             lines.append(json.dumps(record))
         text = "".join(line + "\n" for line in lines)
         if self.stream is not None:
@@ -92,10 +115,8 @@ class NpyWriter(Writer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = self.state.dir / "data.npy"
-        self.file = open(self.path, "ab")
-        size = max(self.state.manifest["bytes"], _NPY_HEADER)
-        self.file.truncate(size)  # a fresh file: zeros up to the header's end; a resumed one: its last commit
-        self.file.seek(size)
+        # a fresh file: zeros up to the header's end; a resumed one: its last commit
+        self.file = self._open_data("data.npy", max(self.state.manifest["bytes"], _NPY_HEADER))
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         import numpy as np
@@ -151,7 +172,10 @@ class ParquetWriter(Writer):
             vectors = pa.ListArray.from_arrays(pa.array(offsets), tokens)
         else:
             vectors = pa.array([], pa.list_(pa.float32()))
-        return pa.table({"id": ids, self.column: vectors}).replace_schema_metadata(self.metadata)
+        columns = {"id": ids, self.column: vectors}
+        if self.labels:
+            columns["label"] = pa.array([self.top_label(v) for v in values], pa.string())
+        return pa.table(columns).replace_schema_metadata(self.metadata)
 
     def write(self, rows: list[Row], values: list[Any]) -> dict[str, Any]:
         _, pq = pyarrow()
