@@ -129,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     models = [args.model_path, *(args.model or [])]
     names = list(args.served_model_name or [])
     if len(names) > len(models):
-        raise SystemExit("poolkit serve: more --served-model-name values than models")
+        raise ValueError(f"{len(names)} --served-model-name values for {len(models)} models: give at most one per model")
     names += [str(m) for m in models[len(names):]]
     if len(set(names)) != len(names):
-        raise SystemExit(f"poolkit serve: served model names must be unique, got {names}")
+        raise ValueError(f"served model names must be unique, got {names}: give each model its own --served-model-name")
     engine_args = engine_kwargs(args)
     ssl = _ssl_options(args)
     if ssl is None:

@@ -202,3 +202,17 @@ def test_json_log_lines_carry_exceptions_as_a_field():
     entry = json.loads(line)
     assert entry["message"] == "request r1 failed" and entry["level"] == "ERROR"
     assert entry["exception"].startswith("Traceback") and "ValueError: boom" in entry["exception"]
+
+
+@pytest.mark.parametrize("args,why", [
+    (("/no/such/model", "--served-model-name", "a", "--served-model-name", "b"),
+     "2 --served-model-name values for 1 models"),
+    (("/no/such/model", "--model", "/no/such/other", "--served-model-name", "x", "--served-model-name", "x"),
+     "served model names must be unique"),
+])
+def test_served_model_name_mistakes_are_usage_errors(args, why):
+    """A command-line mistake exits 2 (EXIT_USAGE), as in every subcommand (was: 1), before any model loads."""
+    proc = _serve(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("poolkit serve: error: " + why), proc.stderr
+    assert "cannot load model" not in proc.stderr
