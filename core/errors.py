@@ -17,6 +17,19 @@ def printable(message: str) -> str:
     return message if message.isascii() else message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def unencodable(text: str) -> int | None:
+    """The index of the first character of ``text`` that has no UTF-8 encoding (a lone UTF-16 surrogate, which
+    JSON's ``"\\ud800"`` escape can carry, or a byte of invalid UTF-8 in a command line argument, which Python
+    keeps as ``"\\udcXX"``), else None. An ASCII text answers at once (CPython keeps that flag)."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 class InvalidRequestError(PoolkitError, ValueError):
     """One request's input is invalid; ``status`` is the HTTP status the server answers with.
 

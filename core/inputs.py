@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolkit.config import SentenceTransformersConfig
-from poolkit.errors import InputTooLongError, InvalidInputTypeError, InvalidRequestError
+from poolkit.errors import InputTooLongError, InvalidInputTypeError, InvalidRequestError, unencodable
 from poolkit.params import PoolingParams
 from poolkit.truncation import tokens_over, truncation_prefix
 
@@ -50,18 +50,6 @@ class ImagePrompt:
 
     image: Any
     from_client: bool = False
-
-
-def unencodable(text: str) -> int | None:
-    """The index of the first character of ``text`` that has no UTF-8 encoding (a lone UTF-16 surrogate, which
-    JSON's ``"\\ud800"`` escape can carry), else None. An ASCII text answers at once (CPython keeps that flag)."""
-    if text.isascii():
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
 
 
 def text_error(text: str, at: int, what: str) -> str:

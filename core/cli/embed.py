@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from poolkit.cli.parser import EXIT_FAILURE, EXIT_USAGE, HelpFormatter, add_engine_args, bounded_int, engine_kwargs
-from poolkit.jobs import INPUT_EXTENSIONS, INPUT_FORMATS, ON_ERROR, OUTPUT_FORMATS, TASKS, unencodable
+from poolkit.jobs import INPUT_EXTENSIONS, INPUT_FORMATS, ON_ERROR, OUTPUT_FORMATS, TASKS, text_problem
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -187,7 +187,7 @@ def embed_source(args: argparse.Namespace) -> str | list[str]:
             print(f"poolkit embed: warning: {text!r} is not a file; embedding it as text "
                   f"(use --literal to silence this)", file=sys.stderr)
     for i, text in enumerate(texts, 1):
-        reason = unencodable(text)
+        reason = text_problem(text)
         if reason:
             raise ValueError(f"TEXT argument {i} {reason}: give texts in UTF-8")
     return texts

@@ -23,7 +23,7 @@ from poolkit.jobs.readers import (
     check_input,
     input_format,
     open_reader,
-    unencodable,
+    text_problem,
 )
 from poolkit.jobs.run import (
     ON_ERROR,
@@ -54,5 +54,5 @@ __all__ = [
     "CsvReader", "EmbedJob", "JobError", "JobMismatchError", "JobResult", "JobState", "JsonlWriter", "LineReader",
     "ListReader", "NothingEmbeddedError", "NpyWriter", "ParquetReader", "ParquetWriter", "Reader", "Row", "Writer",
     "check_input", "check_output", "embed_file", "input_format", "logger", "open_reader", "output_format",
-    "partial_dir", "run_job", "summary", "unencodable",
+    "partial_dir", "run_job", "summary", "text_problem",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from poolkit.errors import unencodable
 from poolkit.jobs.common import JobError, NothingEmbeddedError, Row, pyarrow
 
 INPUT_FORMATS = ("txt", "jsonl", "csv", "tsv", "parquet")
@@ -41,17 +42,16 @@ def input_format(path: str, given: str | None = None) -> str:
     return INPUT_EXTENSIONS.get(Path(path).suffix.lower(), "txt")
 
 
-def unencodable(text: str) -> str | None:
-    """Why ``text`` cannot be encoded as UTF-8 (a lone UTF-16 surrogate, e.g. ``"\\ud800"`` in JSON, or a byte of
-    invalid UTF-8 in a command line argument, which Python keeps as ``"\\udcXX"``), or None when it can."""
-    try:
-        text.encode("utf-8")
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be embedded, in the words of a file or command line (a byte of invalid UTF-8 in an
+    argument, which Python keeps as ``"\\udcXX"``, or a lone surrogate), or None when it can."""
+    at = unencodable(text)
+    if at is None:
         return None
-    except UnicodeEncodeError as exc:
-        char = text[exc.start]
-        if "\udc80" <= char <= "\udcff":  # surrogateescape: the byte that was not UTF-8
-            return f"is not valid UTF-8 (byte 0x{ord(char) - 0xdc00:02x} at character {exc.start})"
-        return f"is not valid Unicode (a lone surrogate {char!r} at character {exc.start})"
+    char = text[at]
+    if "\udc80" <= char <= "\udcff":  # surrogateescape: the byte that was not UTF-8
+        return f"is not valid UTF-8 (byte 0x{ord(char) - 0xdc00:02x} at character {at})"
+    return f"is not valid Unicode (a lone surrogate {char!r} at character {at})"
 
 
 def check_input(path: str) -> None:
@@ -183,7 +183,7 @@ class LineReader(Reader):
                                                 f"got {_json_type(obj)}")
         if not value.strip():
             return Row(index, line, None, ident, error=f"field {self.text_field!r} is empty")
-        reason = unencodable(value)
+        reason = text_problem(value)
         if reason:
             return Row(index, line, None, ident, error=f"field {self.text_field!r} {reason}")
         return Row(index, line, value, ident)
@@ -341,7 +341,7 @@ class ListReader(Reader):
             if not (isinstance(text, str) and text.strip()):
                 error = "empty text"
             else:
-                reason = unencodable(text)
+                reason = text_problem(text)
                 error = reason and f"the text {reason}"
             yield Row(i, i + 1, None if error else text, error=error), {"index": i + 1}
 

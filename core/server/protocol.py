@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 from pydantic_core import PydanticCustomError
 
 from poolkit.errors import InvalidRequestError
-from poolkit.inputs import text_error, unencodable
+from poolkit.errors import unencodable
+from poolkit.inputs import text_error
 
 Input = str | list[str] | list[StrictInt] | list[list[StrictInt]]
 TEXT_ERROR = "invalid_text"  # the pydantic error type of a text that cannot be encoded (server/errors.py names it)
