@@ -338,6 +338,17 @@ def test_a_huge_tei_tokenize_stalls_no_one_and_its_memory_returns(model_dirs):
         proc.wait(timeout=60)
 
 
+def test_tei_tokenize_refuses_a_text_over_teis_limit_at_once(server):
+    """A 5 MB text to TEI's /tokenize was tokenized whole and answered 128 MB (5.4 s, a one-word request meanwhile
+    4.85 s). TEI refuses a text over max_input_length * 250 characters before tokenizing it: so does poolkit."""
+    start = time.perf_counter()
+    r = httpx.post(server.url + "/tokenize", json={"model": "embedder", "inputs": BIG_TEXT}, timeout=120)
+    took = time.perf_counter() - start
+    assert r.status_code == 422 and r.json()["error_type"] == "validation", r.text
+    assert r.json()["error"].startswith("`inputs` must have less than 128000 characters. Given: 5000000"), r.text
+    assert took < 1.0, f"{took:.2f} s"
+
+
 @pytest.mark.parametrize("path,body", [
     ("/v1/embeddings", {"model": "embedder", "input": BIG_TEXT}),
     ("/rerank", {"model": "reranker", "query": "q", "documents": [BIG_TEXT]}),
