@@ -293,7 +293,8 @@ def test_a_huge_tei_tokenize_stalls_no_one_and_its_memory_returns(model_dirs):
 
     from poolkit.server.queue import TRIM_DELAY
 
-    proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "embedder", "--log-level", "warning")
+    proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "embedder",
+                              "--log-level", "warning")
 
     def status_mb(field: str) -> float:  # VmRSS: resident now; VmHWM: the peak so far
         with open(f"/proc/{proc.pid}/status") as f:
