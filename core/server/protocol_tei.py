@@ -3,7 +3,8 @@
 Reference: text-embeddings-inference router/src/http/types.rs. Numbers and booleans are strict, as
 serde's are (``"truncate": "yes"`` and ``"dimensions": "8"`` are TEI's 422 naming the field, never taken as
 true and 8). Unknown fields are ignored, as serde does (``huggingface_hub`` sends ``encoding_format`` and
-``parameters`` TEI never reads); ``model`` is poolkit's own: which served model answers (TEI serves one; default: the first).
+``parameters`` TEI never reads); ``model`` is poolkit's own: which served model answers (TEI serves one;
+default: the first).
 """
 
 from __future__ import annotations
