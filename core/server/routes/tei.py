@@ -27,7 +27,6 @@ from operator import itemgetter
 from typing import Annotated, Any
 
 import numpy as np
-
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
