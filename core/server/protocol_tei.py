@@ -1,15 +1,17 @@
 """Request bodies of Hugging Face Text Embeddings Inference (TEI), field for field.
 
-Reference: text-embeddings-inference router/src/http/types.rs. Unknown fields are ignored, as
-serde does (``huggingface_hub`` sends ``encoding_format`` and ``parameters`` TEI never reads);
-``model`` is poolkit's own: which served model answers (TEI serves one; default: the first).
+Reference: text-embeddings-inference router/src/http/types.rs. Numbers and booleans are strict, as
+serde's are (``"truncate": "yes"`` and ``"dimensions": "8"`` are TEI's 422 naming the field, never taken as
+true and 8). Unknown fields are ignored, as serde does (``huggingface_hub`` sends ``encoding_format`` and
+``parameters`` TEI never reads); ``model`` is poolkit's own: which served model answers (TEI serves one;
+default: the first).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 Direction = Literal["left", "right", "Left", "Right"]  # TEI's TruncationDirection takes both spellings
 InputType = StrictStr | list[StrictInt]  # a text, or its token ids
@@ -20,7 +22,7 @@ class TEIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(default=None, description="poolkit: the served model (default: the first)")
-    truncate: bool | None = Field(default=None, description="cut inputs longer than the model's limit "
+    truncate: StrictBool | None = Field(default=None, description="cut inputs longer than the model's limit "
                                   "(false: such an input is an error); default: the server's auto-truncate")
     truncation_direction: Direction = Field(default="right", description="Left keeps the last tokens")
 
@@ -28,8 +30,8 @@ class TEIRequest(BaseModel):
 class TEIEmbedRequest(TEIRequest):
     inputs: Inputs
     prompt_name: str | None = None
-    normalize: bool = True
-    dimensions: int | None = Field(default=None, gt=0)
+    normalize: StrictBool = True
+    dimensions: StrictInt | None = Field(default=None, gt=0)
 
 
 class TEIEmbedSparseRequest(TEIRequest):
@@ -45,14 +47,14 @@ class TEIEmbedAllRequest(TEIRequest):
 class TEIPredictRequest(TEIRequest):
     inputs: StrictStr | list[StrictStr] | list[list[StrictStr]] = Field(
         description="a text, a pair [text, text], or a batch of texts and pairs [[text], [text, text], ...]")
-    raw_scores: bool = False
+    raw_scores: StrictBool = False
 
 
 class TEIRerankRequest(TEIRequest):
     query: StrictStr
     texts: list[StrictStr]
-    raw_scores: bool = False
-    return_text: bool = False
+    raw_scores: StrictBool = False
+    return_text: StrictBool = False
 
 
 class SimilarityInput(BaseModel):
@@ -63,7 +65,7 @@ class SimilarityInput(BaseModel):
 class SimilarityParameters(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    truncate: bool | None = None
+    truncate: StrictBool | None = None
     truncation_direction: Direction = "right"
     prompt_name: str | None = None
 
@@ -81,7 +83,7 @@ class TEITokenizeRequest(BaseModel):
 
     model: str | None = None
     inputs: StrictStr | list[StrictStr]
-    add_special_tokens: bool = True
+    add_special_tokens: StrictBool = True
     prompt_name: str | None = None
 
 
@@ -90,7 +92,7 @@ class TEIDecodeRequest(BaseModel):
 
     model: str | None = None
     ids: list[StrictInt] | list[list[StrictInt]]
-    skip_special_tokens: bool = True
+    skip_special_tokens: StrictBool = True
 
 
 # --- responses (for the OpenAPI schema; the routes answer plain JSON lists) ---------------------------

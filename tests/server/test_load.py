@@ -276,6 +276,80 @@ def test_a_huge_request_does_not_stall_small_ones(server):
     assert latencies and max(latencies) < 2.0, (latencies, done)
 
 
+# 40 texts, each under TEI's /tokenize limit (max_input_length * 250 = 128,000 characters): 5 MB, ~1.8 M tokens,
+# a 122 MB answer
+TEI_BATCH = [BIG_TEXT[i:i + 125_000] for i in range(0, len(BIG_TEXT), 125_000)]
+
+
+def test_a_huge_tei_tokenize_stalls_no_one_and_its_memory_returns(model_dirs):
+    """Issue 21: TEI's /tokenize of 5 MB (a batch: one text that long is refused, as TEI refuses it) built
+    ~1.8 M dicts and rendered its 122 MB answer on the event loop: a one-word /v1/embeddings to the same model
+    meanwhile waited up to 5.3 s, and the server kept 60 MB more than before (peak +930 MB). The answer is
+    rendered as bytes on the bulk thread now and sent at the client's pace: one-word requests answer within 2 s
+    each (measured 0.2-0.6 s), and a second after the answer the server's RSS is within 32 MB of what it was
+    before (measured 12-20 MB, the same after repeats), its peak under twice the answer's size (measured +166 MB
+    for 116 MB). A server process of its own: its RSS is the server's alone."""
+    import threading
+
+    from poolkit.server.queue import TRIM_DELAY
+
+    proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "embedder",
+                              "--log-level", "warning")
+
+    def status_mb(field: str) -> float:  # VmRSS: resident now; VmHWM: the peak so far
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+    try:
+        warm = httpx.post(url + "/tokenize", json={"inputs": TEI_BATCH[:1]}, timeout=120)  # the bulk thread starts
+        assert warm.status_code == 200 and warm.json()[0][1] == {"id": 19544, "text": "lore", "special": False,
+                                                                 "start": 0, "stop": 4}
+        time.sleep(TRIM_DELAY + 0.5)
+        before = status_mb("VmRSS")
+        done: dict = {}
+
+        def big() -> None:  # read as it streams: a whole httpx response lingers in this process until a gc pass
+            start = time.perf_counter()
+            with httpx.stream("POST", url + "/tokenize", json={"inputs": TEI_BATCH}, timeout=300) as r:
+                chunks = r.iter_bytes()
+                head = next(chunks)
+                size = len(head) + sum(len(c) for c in chunks)
+            done.update(status=r.status_code, seconds=time.perf_counter() - start, size=size, head=head[:60])
+
+        thread = threading.Thread(target=big)
+        thread.start()
+        time.sleep(0.5)  # the big body is uploaded and being tokenized
+        latencies = []
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while thread.is_alive():  # to its end: the answer is rendered after the tokenizing
+                start = time.perf_counter()
+                r = client.post("/v1/embeddings", json={"model": "embedder", "input": "one word"})
+                latencies.append(time.perf_counter() - start)
+                assert r.status_code == 200
+                time.sleep(0.1)
+        thread.join()
+        assert done["status"] == 200 and done["size"] > 100_000_000, done
+        assert done["head"].startswith(b'[[{"id":101,"text":"[CLS]","special":true'), done
+        assert latencies and max(latencies) < 2.0, (max(latencies), len(latencies), done)
+        time.sleep(TRIM_DELAY + 1)
+        grown, peak = status_mb("VmRSS") - before, status_mb("VmHWM") - before
+        assert grown < 32 and peak < 2 * done["size"] / 2**20, f"RSS +{grown:.0f} MB, peak +{peak:.0f} MB ({done})"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_tei_tokenize_refuses_a_text_over_teis_limit_at_once(server):
+    """A 5 MB text to TEI's /tokenize was tokenized whole and answered 128 MB (5.4 s, a one-word request meanwhile
+    4.85 s). TEI refuses a text over max_input_length * 250 characters before tokenizing it: so does poolkit."""
+    start = time.perf_counter()
+    r = httpx.post(server.url + "/tokenize", json={"model": "embedder", "inputs": BIG_TEXT}, timeout=120)
+    took = time.perf_counter() - start
+    assert r.status_code == 422 and r.json()["error_type"] == "validation", r.text
+    assert r.json()["error"].startswith("`inputs` must have less than 128000 characters. Given: 5000000"), r.text
+    assert took < 1.0, f"{took:.2f} s"
+
+
 @pytest.mark.parametrize("path,body", [
     ("/v1/embeddings", {"model": "embedder", "input": BIG_TEXT}),
     ("/rerank", {"model": "reranker", "query": "q", "documents": [BIG_TEXT]}),

@@ -255,6 +255,26 @@ def test_tokenize_and_decode(live, engines):
     ids = [tok("hello world")["input_ids"], tok("tokens")["input_ids"]]
     assert post(server, "/decode", ids=ids, model="embedder").json() == ["hello world", "tokens"]
     assert post(server, "/decode", ids=ids[0], skip_special_tokens=False).json() == ["[CLS] hello world [SEP]"]
+    many = tok("hello world " * 8000, add_special_tokens=False)["input_ids"]  # a body over 64 KiB: the bulk thread
+    assert post(server, "/decode", ids=[many, ids[1]], model="embedder").json() == [("hello world " * 8000).strip(),
+                                                                                   "tokens"]
+
+
+def test_tokenize_offsets_are_bytes_and_texts_are_escaped(live, engines):
+    """Each token as TEI writes it, against the tokenizer's own offsets turned into UTF-8 byte offsets here:
+    multi-byte characters, quotes, backslashes, control characters, a special token's text inside the input."""
+    tok = engines["embedder"].tokenizer
+    texts = ['héllo 東京 🎉 "quoted" back\\slash\ttab\nline [SEP] end', "plain ascii words " * 700]
+    for add in (True, False):
+        got = post(live["embedding"], "/tokenize", inputs=texts, add_special_tokens=add, model="embedder").json()
+        for text, tokens in zip(texts, got):
+            enc = tok(text, add_special_tokens=add, return_offsets_mapping=True, return_special_tokens_mask=True)
+            want = [{"id": i, "text": s, "special": True, "start": None, "stop": None} if special else
+                    {"id": i, "text": text[a:b], "special": False, "start": len(text[:a].encode()),
+                     "stop": len(text[:b].encode())}
+                    for i, s, special, (a, b) in zip(enc["input_ids"], tok.convert_ids_to_tokens(enc["input_ids"]),
+                                                     enc["special_tokens_mask"], enc["offset_mapping"])]
+            assert tokens == want
 
 
 def test_openapi_lists_the_tei_routes(live):
@@ -287,12 +307,27 @@ def test_openapi_lists_the_tei_routes(live):
     ("embedding", "/decode", {"ids": []}, 400, "empty", "`input_ids` cannot be empty"),
     ("embedding", "/decode", {"ids": [999999]}, 422, "validation", "outside the vocabulary"),
     ("embedding", "/tokenize", {"inputs": ""}, 400, "empty", "`inputs` cannot be empty"),
+    ("embedding", "/tokenize", {"inputs": ["ok", "x" * 4001]}, 422, "validation",  # TEI's: max_input_length * 250
+     "`inputs` must have less than 4000 characters. Given: 4001"),
+    ("embedding", "/tokenize", {"inputs": "x", "add_special_tokens": "no"}, 422, "validation", "add_special_tokens"),
+    ("embedding", "/embed", {"inputs": "x", "truncate": "yes"}, 422, "validation",
+     "truncate: Input should be a valid boolean"),
+    ("embedding", "/embed", {"inputs": "x", "dimensions": "8"}, 422, "validation",
+     "dimensions: Input should be a valid integer"),
+    ("embedding", "/embed", {"inputs": "x", "dimensions": True}, 422, "validation", "dimensions"),
+    ("embedding", "/embed", {"inputs": "x", "normalize": 0}, 422, "validation", "normalize"),
+    ("embedding", "/similarity",
+     {"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"truncate": 1}},
+     422, "validation", "parameters.truncate"),
+    ("embedding", "/decode", {"ids": [101], "skip_special_tokens": "false"}, 422, "validation", "skip_special_tokens"),
     ("classifier", "/predict", {"inputs": ["a", "b", "c"]}, 422, "validation", "a pair of strings"),
     ("classifier", "/predict", {"inputs": [["a", "b", "c"]]}, 422, "validation", "a pair of strings"),
     ("classifier", "/predict", {"inputs": [["", ""]]}, 400, "empty", "`inputs` cannot be empty"),
     ("classifier", "/", {"query": "q"}, 422, "validation", "inputs: Field required"),
     ("reranker", "/rerank", {"query": "q", "texts": []}, 400, "empty", "`texts` cannot be empty"),
     ("reranker", "/rerank", {"query": 3, "texts": ["a"]}, 422, "validation", "query"),
+    ("reranker", "/rerank", {"query": "q", "texts": ["a"], "return_text": "true"}, 422, "validation", "return_text"),
+    ("classifier", "/predict", {"inputs": "a", "raw_scores": 1}, 422, "validation", "raw_scores"),
 ])
 def test_errors_are_tei_shaped(live, kind, path, body, status, error_type, needle):
     r = post(live[kind], path, **body)

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import AsyncIterator, Iterator
+from json.encoder import encode_basestring as _json_str  # C: a str as a JSON string, non-ASCII as is (as serde)
+from operator import itemgetter
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
@@ -237,21 +241,84 @@ def predict_tokens(engine: Any, seqs: list[tuple[str, ...]], params: PoolingPara
     return adapter, tokens, [params] * len(seqs)
 
 
-def simple_tokens(tok: Any, text: str, add_special_tokens: bool) -> list[dict[str, Any]]:
-    """TEI's tokens: a special token by its token string, any other by the text it covers, with byte offsets
-    (TEI's tokenizer counts bytes; a Python fast tokenizer counts characters)."""
-    enc = tok(text, add_special_tokens=add_special_tokens, return_offsets_mapping=tok.is_fast,
-              return_special_tokens_mask=True, verbose=False)
-    ids, offsets = enc["input_ids"], enc.get("offset_mapping") or [None] * len(enc["input_ids"])
-    at = list(itertools.accumulate((len(c.encode()) for c in text), initial=0))  # char index -> byte offset
-    out = []
-    for i, s, special, off in zip(ids, tok.convert_ids_to_tokens(ids), enc["special_tokens_mask"], offsets):
-        if special or off is None:
-            out.append({"id": i, "text": s, "special": bool(special), "start": None, "stop": None})
-        else:
-            a, b = off
-            out.append({"id": i, "text": text[a:b], "special": False, "start": at[a], "stop": at[b]})
+MAX_CHAR_MULTIPLIER = 250  # TEI's: a text to /tokenize has at most max_input_length * 250 characters
+_ROW = '{"id":%d,"text":%s,"special":false,"start":%d,"stop":%d}'
+_SPECIAL = '{"id":%d,"text":%s,"special":%s,"start":null,"stop":null}'
+_CHUNK = 8192  # tokens rendered per step: no single C call holds the GIL for long, so the event loop keeps turning
+_SEND = 1 << 20  # bytes of a rendered answer per send (send_json)
+
+
+def check_tokenize_length(texts: list[str], max_input_length: int) -> None:
+    """TEI's bound on ``/tokenize`` (core/src/tokenization.rs): a text over ``max_input_length * 250``
+    characters is refused before it is tokenized, as TEI refuses it (its 422, TEI's wording)."""
+    limit = max_input_length * MAX_CHAR_MULTIPLIER
+    for text in texts:
+        if len(text) > limit:
+            raise TEIError("validation", f"`inputs` must have less than {limit} characters. Given: {len(text)}; "
+                           f"split the text (the limit is {MAX_CHAR_MULTIPLIER} characters per token of the "
+                           f"model's max_input_length, {max_input_length})")
+
+
+def tokens_json(tok: Any, texts: list[str], add_special_tokens: bool) -> bytearray:
+    """TEI's ``/tokenize`` answer for ``texts``, rendered as JSON bytes where this runs (the tokenizer thread):
+    a special token by its token string, any other by the text it covers, with byte offsets (TEI's tokenizer
+    counts bytes; a Python fast tokenizer counts characters). Rows are formatted a chunk of tokens at a time
+    into one buffer, no Python object per token kept: a 5 MB batch (~1.8 M tokens) costs its answer's bytes
+    (122 MB), not 1.8 M dicts."""
+    out = bytearray(b"[")
+    for n, text in enumerate(texts):
+        out += b"[" if n == 0 else b",["
+        for k, chunk in enumerate(_token_rows(tok, text, add_special_tokens)):
+            if k:
+                out += b","
+            out += chunk.encode()
+        out += b"]"
+    out += b"]"
     return out
+
+
+def send_json(body: bytearray) -> StreamingResponse:
+    """``body`` (JSON) handed to the server :data:`_SEND` bytes at a time, at the client's pace: what one send
+    cannot write at once the server copies into its buffer, a second copy of a 122 MB answer."""
+
+    async def pieces() -> AsyncIterator[memoryview]:
+        with memoryview(body) as view:
+            for at in range(0, len(view), _SEND):
+                yield view[at:at + _SEND]
+
+    return StreamingResponse(pieces(), media_type="application/json", headers={"content-length": str(len(body))})
+
+
+def _token_rows(tok: Any, text: str, add_special_tokens: bool) -> Iterator[str]:
+    """``text``'s tokens as JSON objects, comma-joined, :data:`_CHUNK` tokens per string."""
+    enc = tok(text, add_special_tokens=add_special_tokens, return_offsets_mapping=tok.is_fast,
+              return_special_tokens_mask=True, return_attention_mask=False, return_token_type_ids=False,
+              verbose=False)
+    ids, special, offsets = enc["input_ids"], enc["special_tokens_mask"], enc.get("offset_mapping")
+    at = None if text.isascii() else _byte_offsets(text)
+    for lo in range(0, len(ids), _CHUNK):
+        part, marks = ids[lo:lo + _CHUNK], special[lo:lo + _CHUNK]
+        if offsets is None:  # a slow tokenizer has no offsets: every token by its token string
+            yield ",".join(_SPECIAL % (i, _json_str(s), "true" if m else "false")
+                           for i, s, m in zip(part, tok.convert_ids_to_tokens(part), marks))
+            continue
+        spans = offsets[lo:lo + _CHUNK]
+        starts, stops = list(map(itemgetter(0), spans)), list(map(itemgetter(1), spans))
+        pieces = map(_json_str, map(text.__getitem__, map(slice, starts, stops)))
+        if at is not None:
+            starts, stops = at[starts].tolist(), at[stops].tolist()
+        rows = list(map(_ROW.__mod__, zip(part, pieces, starts, stops)))
+        for k in itertools.compress(range(len(rows)), marks):
+            rows[k] = _SPECIAL % (part[k], _json_str(tok.convert_ids_to_tokens(part[k])), "true")
+        yield ",".join(rows)
+
+
+def _byte_offsets(text: str) -> np.ndarray:
+    """The UTF-8 byte offset of each character index of ``text`` (and of its end)."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    at = np.zeros(len(points) + 1, dtype=np.int64)
+    np.cumsum(1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000), out=at[1:])
+    return at
 
 
 # --- routes ----------------------------------------------------------------------------------------------
@@ -345,9 +412,11 @@ async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
         raise TEIError("empty", EMPTY)
     served = state.model(model_name(request, body.model))
     engine = served.engine
+    check_tokenize_length(texts, engine.max_model_len)
     prompt = engine.input_processor.resolve_prompt(body.prompt_name, None) or ""
-    return JSONResponse(await served.worker.run_in_tokenizer(
-        lambda: [simple_tokens(engine.tokenizer, prompt + t, body.add_special_tokens) for t in texts]))
+    # tokenized and rendered on the tokenizer thread (a big body: the bulk thread): the event loop only sends bytes
+    return send_json(await served.worker.run_in_tokenizer(
+        lambda: tokens_json(engine.tokenizer, [prompt + t for t in texts], body.add_special_tokens)))
 
 
 @router.post("/decode", response_model=list[str])
@@ -358,12 +427,15 @@ async def decode(body: TEIDecodeRequest, request: Request) -> Response:
     if any(not s for s in seqs):
         raise TEIError("empty", "`input_ids` cannot be empty")
     served = state.model(model_name(request, body.model))
-    tok = served.engine.tokenizer
-    bad = [t for s in seqs for t in s if not 0 <= t < len(tok)]
-    if bad:
-        raise TEIError("validation", f"Token ids outside the vocabulary [0, {len(tok)}): {bad[:5]}")
-    return JSONResponse(await served.worker.run_in_tokenizer(
-        lambda: [tok.decode(s, skip_special_tokens=body.skip_special_tokens) for s in seqs]))
+
+    def decode_all() -> list[str]:
+        tok = served.engine.tokenizer  # the running thread's own (a big body runs on the bulk thread)
+        bad = [t for s in seqs for t in s if not 0 <= t < len(tok)]
+        if bad:
+            raise TEIError("validation", f"Token ids outside the vocabulary [0, {len(tok)}): {bad[:5]}")
+        return [tok.decode(s, skip_special_tokens=body.skip_special_tokens) for s in seqs]
+
+    return JSONResponse(await served.worker.run_in_tokenizer(decode_all))
 
 
 @router.get("/info")
