@@ -16,6 +16,8 @@ eagerly (same numbers, slower). ``POOLKIT_INT8_COMPILE=0`` forces eager.
 
 from __future__ import annotations
 
+import functools
+
 import os
 import threading
 import warnings
@@ -57,16 +59,30 @@ def check_quantization(quantization: str, model_cls: type, architecture: str, de
         raise ValueError(f"quantization={quantization!r}: {why}")
 
 
+@functools.cache
+def activation_levels() -> int:
+    """The largest uint8 activation code: 255 where the CPU has VNNI or AMX int8 dot products; 127 without
+    them. oneDNN's AVX2/AVX-512 fallback multiplies uint8 x int8 pairs into *saturating* int16 sums
+    (vpmaddubsw: 255 * 127 * 2 > 32767), which silently clips large products; 7-bit activations cannot
+    overflow (FBGEMM's ``reduce_range`` for the same reason)."""
+    cpu = torch.cpu
+    dot_products = getattr(cpu, "_is_vnni_supported", lambda: False)() or \
+        getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    return 255 if dot_products else 127
+
+
 def quantize_rows(x: torch.Tensor, inv_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x (N, K)`` smoothed (``x * inv_m``) -> uint8 ``x_u`` and fp32 per-row scale ``s`` and offset
     ``o = s * zero_point`` (``(N, 1)`` each) with ``x * inv_m ~ s * x_u - o``: asymmetric, so a row
-    whose values are mostly on one side of zero (GELU's outputs) keeps all 256 levels."""
+    whose values are mostly on one side of zero (GELU's outputs) keeps all its levels
+    (:func:`activation_levels`)."""
+    levels = activation_levels()
     x = x.float() * inv_m
     lo = x.amin(dim=1, keepdim=True).clamp(max=0.0)
     hi = x.amax(dim=1, keepdim=True).clamp(min=0.0)
-    s = (hi - lo).clamp_min(1e-12) / 255.0
+    s = (hi - lo).clamp_min(1e-12) / levels
     zero = torch.round(-lo / s)
-    return (torch.round(x / s) + zero).clamp_(0, 255).to(torch.uint8), s, s * zero
+    return (torch.round(x / s) + zero).clamp_(0, levels).to(torch.uint8), s, s * zero
 
 
 def epilogue(y: torch.Tensor, s: torch.Tensor, o: torch.Tensor, w_sum: torch.Tensor, bias: torch.Tensor | None,

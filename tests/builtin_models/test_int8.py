@@ -137,7 +137,7 @@ def test_serve_with_quantization_flag(minilm_dir):
 
     proc, url = serve_process(str(minilm_dir), "--quantization", "int8")
     try:
-        texts = TEXTS[:16]
+        texts = [t for t in TEXTS if t][:16]  # "" is a 400 on /v1/embeddings, as OpenAI answers
         body = httpx.post(url + "/v1/embeddings", json={"input": texts, "model": str(minilm_dir)}, timeout=60).json()
         got = torch.tensor([d["embedding"] for d in body["data"]])
     finally:
