@@ -20,27 +20,22 @@ model name of its own to a ``base_url``).
 from __future__ import annotations
 
 import itertools
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from poolkit.errors import InvalidRequestError, UnsupportedTaskError
 from poolkit.params import PoolingParams
 from poolkit.scoring import rerank_order
-from poolkit.server.errors import APIError, request_id
+from poolkit.server.errors import APIError, Classified, classify, of_status, shaped_route, union_label
 from poolkit.server.protocol_tei import (Prediction, SimilarityParameters, SparseValue, TEIDecodeRequest,
                                          TEIEmbedAllRequest, TEIEmbedRequest, TEIEmbedSparseRequest,
                                          TEIPredictRequest, TEIRerankRequest, TEISimilarityRequest,
                                          TEITokenizeRequest)
 from poolkit.server.routes.common import get_state, json_response, run_prompts
 from poolkit.server.routes.score import run_score
-
-logger = logging.getLogger("poolkit.server")
 
 # --- errors -----------------------------------------------------------------------------------------
 
@@ -49,18 +44,23 @@ EMPTY = "`inputs` cannot be empty"
 MODEL_HEADER = "x-model"  # a TEI request's model when neither its body nor ?model= names one
 
 
-def error_type(status: int) -> str:
-    """TEI's ``error_type`` for an HTTP status that is not one of TEI's own (401, 404, 405, 413, 500...)."""
-    return {429: "overloaded", 503: "unhealthy", 500: "backend", 424: "backend"}.get(status, "validation")
+# TEI's error_type of each kind of error (poolkit.server.errors.KINDS)
+ERROR_TYPES = {"invalid": "validation", "empty": "empty", "unsupported": "backend", "overloaded": "overloaded",
+               "unavailable": "unhealthy", "internal": "backend"}
+KINDS = {"validation": "invalid", "tokenizer": "invalid", "empty": "empty", "backend": "unsupported",
+         "overloaded": "overloaded", "unhealthy": "unavailable"}
 
 
-def error_body(status: int, message: str) -> dict[str, str]:
-    return {"error": message, "error_type": error_type(status)}
+def error_body(c: Classified) -> dict[str, str]:
+    message = _validation_message(c.body_errors) if c.body_errors is not None else c.message
+    return {"error": message, "error_type": ERROR_TYPES[c.kind]}
 
 
-def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An error of another layer (the guard middleware, routing) in TEI's shape, with its own status."""
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+def error_response(c: Classified, request: Any = None, own_status: bool = False) -> JSONResponse:
+    """A classified error in TEI's shape: TEI's status of its type, a bug's 500, or (``own_status``: the
+    guard middleware's, routing's) the status as classified."""
+    status = c.status if own_status or c.bug else STATUS[ERROR_TYPES[c.kind]]
+    return JSONResponse(error_body(c), status_code=status, headers=c.headers)
 
 
 def model_name(request: Request, given: Any = None) -> str | None:
@@ -71,12 +71,11 @@ def model_name(request: Request, given: Any = None) -> str | None:
     return request.query_params.get("model") or request.headers.get(MODEL_HEADER) or None
 
 
-class TEIError(Exception):
+class TEIError(APIError):
     """An error of one of TEI's types (a key of :data:`STATUS`)."""
 
     def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type, self.message = error_type, message
+        super().__init__(STATUS[error_type], message, kind=KINDS[error_type])
 
 
 def _validation_message(errors: list[dict]) -> str:
@@ -84,57 +83,27 @@ def _validation_message(errors: list[dict]) -> str:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return f"Failed to parse the request body as JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
-    where = ".".join(str(p) for p in first.get("loc", ())
-                     if p != "body" and not (isinstance(p, str) and ("[" in p or p in ("str", "int"))))
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not union_label(p))
     return f"Failed to deserialize the JSON body into the target type: {where + ': ' if where else ''}" \
            f"{first.get('msg', 'invalid body')}"
 
 
 def tei_error(exc: Exception, request: Request) -> JSONResponse:
-    """``exc`` as TEI answers it. A model that does not serve the task is TEI's ``backend`` (424), bad input
-    ``validation`` (422); anything unforeseen is a bug: logged, and a 500 naming only the request id."""
-    headers = None
-    if isinstance(exc, TEIError):
-        kind, message = exc.error_type, exc.message
-    elif isinstance(exc, RequestValidationError):
-        kind, message = "validation", _validation_message(exc.errors())
-    elif isinstance(exc, UnsupportedTaskError):
-        kind, message = "backend", exc.message
-    elif isinstance(exc, InvalidRequestError):
-        kind, message = "validation", exc.message
-    elif isinstance(exc, APIError):
-        kind = {429: "overloaded", 503: "unhealthy"}.get(exc.status, "validation")
-        message, headers = exc.message, exc.headers
-    else:
-        rid = request_id(request)
-        logger.error("request %s (%s %s) failed with a server error", rid, request.method, request.url.path,
-                     exc_info=(type(exc), exc, exc.__traceback__))
-        return JSONResponse({"error": f"Internal server error (request id {rid}); the server log has the details",
-                             "error_type": "backend"}, status_code=500)
-    return JSONResponse({"error": message, "error_type": kind}, status_code=STATUS[kind], headers=headers)
+    """``exc`` as TEI answers it (:func:`poolkit.server.errors.classify`): a model that does not serve the task
+    is TEI's ``backend`` (424), bad input ``validation`` (422), a bug a logged 500 naming only the request id."""
+    return error_response(classify(exc, request))
 
 
-class TEIRoute(APIRoute):
+class TEIRoute(shaped_route(error_response)):
     """A route whose errors, body validation and a wrong method included, leave in TEI's shape."""
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         if self.methods and scope["method"] not in self.methods:
             allowed = ", ".join(sorted(self.methods))
-            response = error_response(405, f"Method {scope['method']} is not allowed on {scope['path']}; use {allowed}",
-                                      {"Allow": allowed})
+            message = f"Method {scope['method']} is not allowed on {scope['path']}; use {allowed}"
+            response = error_response(of_status(405, message, {"Allow": allowed}), own_status=True)
             return await response(scope, receive, send)
         return await super().handle(scope, receive, send)
-
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:
-                return tei_error(exc, request)
-
-        return route
 
 
 async def answer(handler: Any, model: type[BaseModel], data: dict, request: Request) -> Response:
