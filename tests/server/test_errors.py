@@ -56,3 +56,39 @@ def test_a_bug_is_logged_once_and_every_shape_names_only_the_request_id(caplog):
         assert response.status_code == 500 and b"secret" not in response.body and b"r1" in response.body
     plugin_bug = classify(IOProcessorError.of("p", None, "post_process", ValueError("oops")), _request())
     assert plugin_bug.bug and plugin_bug.status == 500
+
+
+def test_one_batch_size_rule_for_every_api():
+    """One check (ServerState.check_batch_size): OpenAI's 413 and TEI's 422 carry the same words."""
+    import pytest
+
+    from poolkit.server.state import Limits, ServerState
+
+    state = ServerState(limits=Limits(max_client_batch_size=2))
+    state.check_batch_size(2)
+    with pytest.raises(APIError) as many:
+        state.check_batch_size(3)
+    c = classify(many.value, _request())
+    assert openai_response(c).status_code == 413 and c.param == "input"
+    shaped = tei.error_response(c)
+    assert shaped.status_code == 422 and json.loads(shaped.body) == {
+        "error": "batch size 3 > maximum allowed batch size 2 (the server's max_client_batch_size)",
+        "error_type": "validation"}
+    with pytest.raises(APIError) as none:
+        state.check_batch_size(0, empty=tei.EMPTY)
+    c = classify(none.value, _request())
+    assert openai_response(c).status_code == 400 and json.loads(tei.error_response(c).body) == {
+        "error": tei.EMPTY, "error_type": "empty"}
+
+
+def test_one_cosine():
+    """Bi-encoder scores and TEI's /similarity use poolkit.scoring.cosine; checked against numpy."""
+    import numpy as np
+    import torch
+
+    from poolkit.scoring import cosine
+
+    a, b = torch.randn(7), torch.randn(7)
+    expected = float(a.numpy() @ b.numpy() / np.linalg.norm(a.numpy()) / np.linalg.norm(b.numpy()))
+    assert abs(float(cosine(a, b)) - expected) < 1e-6
+    assert float(cosine(a, torch.zeros(7))) == 0.0

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from poolkit.params import PoolingParams
-from poolkit.scoring import rerank_order
+from poolkit.scoring import cosine, rerank_order
 from poolkit.server.errors import APIError, Classified, classify, of_status, shaped_route, union_label
 from poolkit.server.protocol_tei import (Prediction, SimilarityParameters, SparseValue, TEIDecodeRequest,
                                          TEIEmbedAllRequest, TEIEmbedRequest, TEIEmbedSparseRequest,
@@ -138,19 +138,11 @@ def truncation(body: Any) -> dict[str, Any]:
     return {"auto_truncate": body.truncate, "truncation_side": body.truncation_direction.lower()}
 
 
-def check_batch(state: Any, n: int, empty: str = EMPTY) -> None:
-    if n == 0:
-        raise TEIError("empty", empty)
-    if n > state.limits.max_client_batch_size:
-        limit = state.limits.max_client_batch_size
-        raise TEIError("validation", f"batch size {n} > maximum allowed batch size {limit}")
-
-
 def prompts(state: Any, inputs: Any) -> list[Any]:
     """TEI's ``inputs``: a text, a list of token ids, or a batch of them; none of them empty."""
     one = isinstance(inputs, str) or (bool(inputs) and all(isinstance(t, int) for t in inputs))
     items = [inputs] if one else list(inputs)
-    check_batch(state, len(items))
+    state.check_batch_size(len(items), empty=EMPTY)
     if any(len(p) == 0 for p in items):
         raise TEIError("empty", EMPTY)
     return items
@@ -268,7 +260,7 @@ async def predict(body: TEIPredictRequest, request: Request) -> Response:
     """Every label's score, highest first; a batch gets one list per sequence."""
     state = get_state(request)
     batch, seqs = sequences(body.inputs)
-    check_batch(state, len(seqs))
+    state.check_batch_size(len(seqs), empty=EMPTY)
     if any(not any(s) for s in seqs):  # TEI: a pair is empty only if both texts are
         raise TEIError("empty", EMPTY)
     served = state.model(model_name(request, body.model))
@@ -283,7 +275,7 @@ async def predict(body: TEIPredictRequest, request: Request) -> Response:
 async def rerank(body: TEIRerankRequest, request: Request) -> Response:
     """TEI's ``/rerank`` (a ``texts`` body; routes/rerank.py sends it here): ranks, highest score first."""
     state = get_state(request)
-    check_batch(state, len(body.texts), "`texts` cannot be empty")
+    state.check_batch_size(len(body.texts), empty="`texts` cannot be empty")
     params = PoolingParams(use_activation=False if body.raw_scores else None, **truncation(body))
     _, _, scores = await run_score(state, model_name(request, body.model), [body.query], body.texts, params)
     return JSONResponse([{"index": i, **({"text": body.texts[i]} if body.return_text else {}), "score": scores[i]}
@@ -301,15 +293,14 @@ async def similarity(body: TEISimilarityRequest, request: Request) -> Response:
     params = PoolingParams(normalize=False, **truncation(p))
     _, _, pooled = await run_prompts(state, model_name(request, body.model), texts, "embed", params,
                                      prompt_name=p.prompt_name)
-    src = pooled[0]
-    return JSONResponse([float(src @ v) / max(float(src.norm() * v.norm()), 1e-12) for v in pooled[1:]])
+    return JSONResponse([float(cosine(pooled[0], v)) for v in pooled[1:]])
 
 
 async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
     """TEI's ``/tokenize`` (an ``inputs`` body; routes/tokenize.py sends it here), the prompt prepended."""
     state = get_state(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    check_batch(state, len(texts))
+    state.check_batch_size(len(texts), empty=EMPTY)
     if any(not t for t in texts):
         raise TEIError("empty", EMPTY)
     served = state.model(model_name(request, body.model))
@@ -323,7 +314,7 @@ async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
 async def decode(body: TEIDecodeRequest, request: Request) -> Response:
     state = get_state(request)
     seqs = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]
-    check_batch(state, len(seqs), "`ids` cannot be empty")
+    state.check_batch_size(len(seqs), empty="`ids` cannot be empty")
     if any(not s for s in seqs):
         raise TEIError("empty", "`input_ids` cannot be empty")
     served = state.model(model_name(request, body.model))
