@@ -180,19 +180,19 @@ def sequences(inputs: Any) -> tuple[bool, list[tuple[str, ...]]]:
 
 
 def predict_tokens(engine: Any, seqs: list[tuple[str, ...]], params: PoolingParams) -> tuple[Any, list, list]:
-    """The classify task's inputs: texts tokenized as ``Engine.prepare`` does, pairs as ``Engine.prepare_score``
-    tokenizes a cross-encoder's (``InputProcessor.pairs``)."""
-    adapter = engine.task("classify")  # a model without a classifier head: UnsupportedTaskError, TEI's 424
+    """The classify task's inputs, prepared by the Engine: texts by ``Engine.prepare``, pairs by
+    ``Engine.prepare_pairs`` (tokenized together, as a cross-encoder's); each checks ``params`` first."""
     tokens: list[Any] = [None] * len(seqs)
+    adapter = None
     for size in (1, 2):
         idx = [i for i, s in enumerate(seqs) if len(s) == size]
         if not idx:
             continue
         if size == 1:
-            _, done, _ = engine.prepare([seqs[i][0] for i in idx], "classify", params)
+            adapter, done, _ = engine.prepare([seqs[i][0] for i in idx], "classify", params)
         else:
-            done = engine.input_processor.pairs([seqs[i][0] for i in idx], [seqs[i][1] for i in idx],
-                                                [params] * len(idx))
+            adapter, done, _ = engine.prepare_pairs([seqs[i][0] for i in idx], [seqs[i][1] for i in idx],
+                                                    "classify", params)
         for i, t in zip(idx, done):
             tokens[i] = t
     return adapter, tokens, [params] * len(seqs)
