@@ -113,11 +113,6 @@ def error_response(status: int, message: str, param: str | None = None, headers:
     return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
 
 
-def request_id(request: Request) -> str:
-    """The id the guard middleware gave this request (also its ``X-Request-Id`` response header)."""
-    return request.scope.get("state", {}).get("request_id", "-")
-
-
 def openai_response(c: Classified) -> JSONResponse:
     """A classified error in the OpenAI shape."""
     return error_response(c.status, c.message, c.param, c.headers)
