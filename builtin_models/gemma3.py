@@ -43,7 +43,7 @@ from torch import nn
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.bert import activation
 from poolkit.builtin_models.llama import attention_heads
-from poolkit.layers import RMSNorm, Rotary, packed_attention, rotate
+from poolkit.layers import RMSNorm, Rotary, packed_attention, rope_frequencies, rotate
 from poolkit.model.interface import ModelInit, PoolingModel
 from poolkit.model.weights import Weights
 
@@ -59,17 +59,7 @@ def gemma_norm(w: Weights, name: str, eps: float, scale: float = 1.0) -> RMSNorm
 
 def rotary_of(cfg: Any, layer_type: str, head_dim: int, device: torch.device) -> Rotary:
     """The RoPE of one layer type: ``config.rope_parameters[layer_type]`` (transformers 5 keeps one per type)."""
-    params = (getattr(cfg, "rope_parameters", None) or {}).get(layer_type) or {}
-    rope_type = params.get("rope_type", "default")
-    if rope_type == "default":
-        return Rotary.from_theta(head_dim, float(params["rope_theta"]), device)
-    if rope_type in ("linear", "llama3", "yarn", "dynamic"):  # dynamic equals default up to max_position_embeddings
-        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu", layer_type=layer_type)
-        return Rotary(inv_freq.float(), float(scaling), device)
-    raise ValueError(f"rope_type={rope_type!r} ({layer_type}) is not supported by the native Gemma3; "
-                     "supported: default, linear, llama3, yarn, dynamic")
+    return Rotary(*rope_frequencies(cfg, head_dim, layer_type, model="the native Gemma3"), device)
 
 
 class Gemma3Layer(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 from poolkit.batch import PackedBatch
 from poolkit.builtin_models.bert import activation
 from poolkit.config import id2label
-from poolkit.layers import LayerNorm, Rotary, head_linear, packed_attention, rotate_qkv
+from poolkit.layers import LayerNorm, Rotary, head_linear, packed_attention, rope_parameters, rotate_qkv
 from poolkit.model.interface import ModelInit, PoolingModel
 from poolkit.model.weights import Weights
 
@@ -44,15 +44,9 @@ def layer_types(cfg: Any) -> list[str]:
 
 def rope_theta(cfg: Any, kind: str) -> float:
     """RoPE base of ``kind`` layers; refuses RoPE scaling, which ModernBERT checkpoints do not use."""
-    params = (getattr(cfg, "rope_parameters", None) or {}).get(kind)
-    if params is not None:
-        if params.get("rope_type", "default") != "default":
-            raise ValueError(f"rope_type={params['rope_type']!r} is not supported by the native ModernBERT")
-        return float(params["rope_theta"])
     global_theta = getattr(cfg, "global_rope_theta", None) or 160_000.0
-    if kind == GLOBAL:
-        return float(global_theta)
-    return float(getattr(cfg, "local_rope_theta", None) or global_theta)  # 4.x: None means the global one
+    fallback = global_theta if kind == GLOBAL else getattr(cfg, "local_rope_theta", None) or global_theta  # 4.x: None means the global one
+    return rope_parameters(cfg, kind, float(fallback), ("default",), "the native ModernBERT")["rope_theta"]
 
 
 def _maybe(w: Weights, key: str, present: bool) -> torch.Tensor | None:

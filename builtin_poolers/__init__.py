@@ -10,9 +10,10 @@ _ACTIVATIONS = "poolkit.builtin_poolers.activations"
 
 @hookimpl
 def register_poolers(register):
-    for name, cls in [("CLS", "CLSPool"), ("MEAN", "MeanPool"), ("MAX", "MaxPool"), ("LAST", "LastPool"),
-                      ("ALL", "AllPool"), ("STEP", "StepPool")]:
+    for name, cls in [("CLS", "CLSPool"), ("MAX", "MaxPool"), ("LAST", "LastPool"), ("ALL", "AllPool"),
+                      ("STEP", "StepPool")]:
         register(name, f"{_METHODS}:{cls}")
+    register("MEAN", "poolkit.pooling:MeanPool")  # in core, where plugin poolers subclass it
     # SPLADE: a masked-LM head's vocabulary logits, pooled (selected by a SparseEncoder's SpladePooling)
     register("SPLADE_MAX", "poolkit.builtin_poolers.splade:SpladeMaxPool")
     register("SPLADE_SUM", "poolkit.builtin_poolers.splade:SpladeSumPool")

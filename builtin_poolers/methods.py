@@ -1,4 +1,5 @@
-"""Pooling methods: reduce packed hidden states ``(N, C)`` to one row per sequence, or keep tokens.
+"""Pooling methods: reduce packed hidden states ``(N, C)`` to one row per sequence, or keep tokens
+(``MEAN`` is :class:`poolkit.pooling.MeanPool`, where plugins subclass it).
 
 Each method declares the tasks it supports (vLLM's pooler design); the task adapter picks one.
 Sequences arrive packed (``poolkit.batch.PackedBatch``); ``batch.skip`` leading tokens of a
@@ -7,19 +8,8 @@ sequence (an excluded prompt) are left out of MEAN/MAX.
 
 from __future__ import annotations
 
-import torch
-
-from poolkit.batch import PackedBatch
 from poolkit.config import PoolerConfig
-from poolkit.pooling import SEQUENCE_TASKS, TOKEN_TASKS, PoolingMethod
-
-
-def _pool_mask(batch: PackedBatch) -> torch.Tensor | None:
-    """``(N,)`` True where a token counts for MEAN/MAX; None when every token does."""
-    if not batch.skip or not any(batch.skip):
-        return None
-    skip = torch.tensor(batch.skip, device=batch.device).repeat_interleave(torch.tensor(batch.lengths, device=batch.device))
-    return batch.positions >= skip
+from poolkit.pooling import SEQUENCE_TASKS, TOKEN_TASKS, PoolingMethod, pool_mask
 
 
 class CLSPool(PoolingMethod):
@@ -42,21 +32,6 @@ class LastPool(PoolingMethod):
         return hidden[batch.cu_seqlens[1:] - 1]
 
 
-class MeanPool(PoolingMethod):
-    """Mean over the tokens of each sequence (Sentence Transformers' ``pooling_mode_mean_tokens``)."""
-
-    name, supported_tasks = "MEAN", SEQUENCE_TASKS
-    st_modes = ("mean",)  # Sentence Transformers' pooling mode
-
-    def __call__(self, hidden, batch):
-        seq = batch.seq_ids
-        mask = _pool_mask(batch)
-        weights = torch.ones_like(seq, dtype=hidden.dtype) if mask is None else mask.to(hidden.dtype)
-        sums = hidden.new_zeros(len(batch.lengths), hidden.shape[1]).index_add_(0, seq, hidden * weights[:, None])
-        counts = hidden.new_zeros(len(batch.lengths)).index_add_(0, seq, weights)
-        return sums / counts.clamp(min=1e-9)[:, None]
-
-
 class MaxPool(PoolingMethod):
     """Element-wise max over the tokens of each sequence (``pooling_mode_max_tokens``)."""
 
@@ -64,7 +39,7 @@ class MaxPool(PoolingMethod):
     st_modes = ("max",)  # Sentence Transformers' pooling mode
 
     def __call__(self, hidden, batch):
-        mask = _pool_mask(batch)
+        mask = pool_mask(batch)
         if mask is not None:
             hidden = hidden.masked_fill(~mask[:, None], -1e9)  # as Sentence Transformers masks
         index = batch.seq_ids[:, None].expand_as(hidden)

@@ -23,8 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from poolkit.batch import PackedBatch
-from poolkit.builtin_poolers.methods import _pool_mask
-from poolkit.pooling import PoolingMethod
+from poolkit.pooling import PoolerInit, PoolingMethod, pool_mask
 
 
 class SpladePool(PoolingMethod):
@@ -40,20 +39,22 @@ class SpladePool(PoolingMethod):
         super().__init__(config)
         self.mlm_logits: Any = None
 
-    def for_model(self, model: Any) -> SpladePool:
-        """Bind the model's ``mlm_logits``; a model without a masked-LM head is refused (the Engine's build fails)."""
-        head = getattr(model, "mlm_logits", None)
+    @classmethod
+    def load(cls, init: PoolerInit) -> SpladePool:
+        """Bound to the model's ``mlm_logits``; a model without a masked-LM head is refused (the Engine's build fails)."""
+        head = getattr(init.model, "mlm_logits", None)
         if not callable(head):
-            raise ValueError(f"Pooling type {self.name!r} pools a masked-LM head's vocabulary logits; "
-                             f"{type(model).__name__} has none (served: BertForMaskedLM checkpoints, "
+            raise ValueError(f"Pooling type {cls.name!r} pools a masked-LM head's vocabulary logits; "
+                             f"{type(init.model).__name__} has none (served: BertForMaskedLM checkpoints, "
                              f"BertSpladeSparseEmbeddingModel)")
-        self.mlm_logits = head
-        return self
+        method = cls(init.config)
+        method.mlm_logits = head
+        return method
 
     def __call__(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         if self.mlm_logits is None:
-            raise RuntimeError(f"{self.name} was not bound to a model (SpladePool.for_model)")
-        mask = _pool_mask(batch)  # tokens of an excluded prompt (include_prompt false) do not count
+            raise RuntimeError(f"{self.name} was not bound to a model (SpladePool.load)")
+        mask = pool_mask(batch)  # tokens of an excluded prompt (include_prompt false) do not count
         out: torch.Tensor | None = None
         for start in range(0, hidden.shape[0], self.chunk_tokens):
             rows = slice(start, start + self.chunk_tokens)

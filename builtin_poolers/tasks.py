@@ -45,7 +45,6 @@ class EmbedTask(TaskAdapter):
         if "embed" not in self.method.supported_tasks:
             raise ValueError(f"Pooling type {cfg.pooling_type!r} does not support embed "
                              f"(it supports {sorted(self.method.supported_tasks)})")
-        self.method = self.method.for_model(ctx.model)  # a method pooling the model's own head (SPLADE)
         st = ctx.model_config.st
         self.dense = DenseStack(st.dense if st else [])
         self.width = _output_width(ctx, st.dense if st else [])

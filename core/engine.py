@@ -417,16 +417,8 @@ class Engine:
             raise InvalidRequestError("Input lengths must be either 1:1, 1:N or N:N")
         kind = self.score_type
         if kind == "cross-encoder":
-            params = self._params(pooling_params, len(first), truncate_prompt_tokens)
-            adapter = self.task("score")
-            for p in params:
-                _check(adapter, p)
-            # e.g. Qwen3-Reranker's prompt template; None: the tokenizer's pair encoding
-            texts = [self.model.format_score_pair(a, b) for a, b in zip(first, second)]
-            if texts[0] is not None:  # the template carries its own special tokens
-                tokens = self.input_processor(texts, params, add_special_tokens=False)
-            else:
-                tokens = self.input_processor.pairs(first, second, params)
+            adapter, tokens, params = self.prepare_pairs(first, second, "score", pooling_params,
+                                                         truncate_prompt_tokens=truncate_prompt_tokens)
             return ScorePlan(kind, adapter, tokens, params, first, second, [])
         base = (pooling_params or PoolingParams()).model_copy(update={"normalize": True})
         if kind == "bi-encoder":  # embed each distinct text once, normalized
@@ -445,6 +437,21 @@ class Engine:
         keys = [("query", t) for t in queries] + [("document", t) for t in docs]
         return ScorePlan(kind, adapter, q_tokens + d_tokens, q_params + d_params,
                          [("query", t) for t in first], [("document", t) for t in second], keys)
+
+    def prepare_pairs(self, first: list[str], second: list[str], task: str = "score",
+                      pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+                      truncate_prompt_tokens: int | None = None) -> tuple[TaskAdapter, list[Any], list[PoolingParams]]:
+        """:meth:`prepare` for text pairs tokenized together (a cross-encoder's input; TEI's /predict pairs):
+        the params checked by ``task``'s adapter, then the model's pair template or the tokenizer's pair encoding."""
+        params = self._params(pooling_params, len(first), truncate_prompt_tokens)
+        adapter = self.task(task)
+        for p in params:
+            _check(adapter, p)
+        # e.g. Qwen3-Reranker's prompt template; None: the tokenizer's pair encoding
+        texts = [self.model.format_score_pair(a, b) for a, b in zip(first, second)]
+        if texts and texts[0] is not None:  # the template carries its own special tokens
+            return adapter, self.input_processor(texts, params, add_special_tokens=False), params
+        return adapter, self.input_processor.pairs(first, second, params), params
 
     def rerank(self, query: str, documents: list[str], top_n: int | None = None,
                return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:

@@ -11,13 +11,15 @@ This module imports no torch at import time beyond type names, so ``poolkit plug
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import torch
 
     from poolkit.batch import PackedBatch
-    from poolkit.config import PoolerConfig
+    from poolkit.config import ModelConfig, PoolerConfig
 
 SEQUENCE_TASKS = frozenset({"embed", "classify", "score"})
 """Tasks that need one vector per sequence."""
@@ -25,10 +27,43 @@ TOKEN_TASKS = frozenset({"token_embed", "token_classify"})
 """Tasks that need one vector per token."""
 
 
+@dataclass
+class PoolerInit:
+    """What a pooling method may read about the model it pools, once, when a task adapter takes it
+    (:meth:`PoolingMethod.load`): a learned pooler reads its weights here (:meth:`weights`)."""
+
+    config: PoolerConfig
+    """The model's resolved pooler config."""
+    model_config: ModelConfig
+    """The model directory (``.path``), its HF config (``.hf_config``) and Sentence Transformers files (``.st``)."""
+    model: Any
+    """The loaded :class:`poolkit.PoolingModel` (``hidden_size``, its heads)."""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.model_config.path)
+
+    @property
+    def hf_config(self) -> Any:
+        return self.model_config.hf_config
+
+    def weights(self, *files: str) -> dict[str, torch.Tensor]:
+        """The tensors of ``files`` in the model directory (``.safetensors`` or torch state dicts) on the CPU, keyed
+        ``<file path without suffix>.<key>`` (``pooler.safetensors`` gives ``pooler.weight``); a missing file is
+        a ``FileNotFoundError`` naming it."""
+        from poolkit.model.weights import load_extra_weight_files
+
+        missing = [f for f in files if not (self.path / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing} not found in the model directory {self.path}")
+        return load_extra_weight_files(self.path, files)
+
+
 class PoolingMethod:
     """Base class of poolers. Subclasses set :attr:`name` and :attr:`supported_tasks` and implement ``__call__``.
 
-    Built with the model's resolved :class:`poolkit.config.PoolerConfig`, for methods that read it (STEP).
+    Built by :meth:`load` for the model it pools; the default builds it from the model's resolved
+    :class:`poolkit.config.PoolerConfig` alone (STEP reads ``step_tag_id`` from it).
     """
 
     name: ClassVar[str] = "?"
@@ -46,10 +81,12 @@ class PoolingMethod:
     def __init__(self, config: PoolerConfig | None = None) -> None:
         self.config = config
 
-    def for_model(self, model: Any) -> PoolingMethod:
-        """Called once with the served model when a task adapter takes this method; returns the method to use
-        (default: itself). A method that pools a model's own head binds it here (SPLADE: the MLM logits)."""
-        return self
+    @classmethod
+    def load(cls, init: PoolerInit) -> PoolingMethod:
+        """The method for one loaded model, built once when a task adapter takes it (default:
+        ``cls(init.config)``). Override it to read the model's config or weights (a learned pooler) or to
+        bind the model's own head (SPLADE: its MLM logits); raise to refuse the model (the Engine's build fails)."""
+        return cls(init.config)
 
     def __call__(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor | list[torch.Tensor]:
         """``(B, C)`` for sequence methods, a list of ``(L_i, C)`` for token methods; ``hidden`` is ``(N, C)`` fp32."""
@@ -59,4 +96,29 @@ class PoolingMethod:
         return f"{type(self).__name__}(tasks={sorted(self.supported_tasks)})"
 
 
-__all__ = ["SEQUENCE_TASKS", "TOKEN_TASKS", "PoolingMethod"]
+def pool_mask(batch: PackedBatch) -> torch.Tensor | None:
+    """``(N,)`` True where a token counts for MEAN/MAX (not one of a sequence's first ``batch.skip`` tokens, an
+    excluded prompt: ``include_prompt: false``); None when every token does."""
+    if not batch.skip or not any(batch.skip):
+        return None
+    positions = batch.positions
+    return positions >= positions.new_tensor(batch.skip).repeat_interleave(positions.new_tensor(batch.lengths))
+
+
+class MeanPool(PoolingMethod):
+    """Mean over the tokens of each sequence (Sentence Transformers' ``pooling_mode_mean_tokens``), the
+    ``MEAN`` built-in; a plugin subclasses it to reuse its handling of an excluded prompt (:func:`pool_mask`)."""
+
+    name, supported_tasks = "MEAN", SEQUENCE_TASKS
+    st_modes = ("mean",)  # Sentence Transformers' pooling mode
+
+    def __call__(self, hidden, batch):
+        seq = batch.seq_ids
+        mask = pool_mask(batch)
+        weights = seq.new_ones(seq.shape, dtype=hidden.dtype) if mask is None else mask.to(hidden.dtype)
+        sums = hidden.new_zeros(len(batch.lengths), hidden.shape[1]).index_add_(0, seq, hidden * weights[:, None])
+        counts = hidden.new_zeros(len(batch.lengths)).index_add_(0, seq, weights)
+        return sums / counts.clamp(min=1e-9)[:, None]
+
+
+__all__ = ["SEQUENCE_TASKS", "TOKEN_TASKS", "MeanPool", "PoolerInit", "PoolingMethod", "pool_mask"]

@@ -30,7 +30,7 @@ class ScorePlan:
             return [p.reshape(1) for p in pooled]
         vec = dict(zip(self.unique, pooled))
         if self.kind == "bi-encoder":
-            return [torch.nn.functional.cosine_similarity(vec[a], vec[b], dim=-1).reshape(1)
+            return [cosine(vec[a], vec[b]).reshape(1)
                     for a, b in zip(self.first, self.second)]
         # MaxSim: each query token's best match among the document's tokens, summed
         return [(vec[a] @ vec[b].T).max(dim=-1).values.sum().reshape(1) for a, b in zip(self.first, self.second)]
@@ -53,6 +53,11 @@ class RerankResult:
     index: int
     relevance_score: float
     document: str | None = None
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity along the last dim (0 for a zero vector): bi-encoder scores, TEI's /similarity."""
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
 def rerank_order(scores: list[float], top_n: int | None = None) -> list[int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from poolkit.pooling import PoolerInit
+
 if TYPE_CHECKING:
     import torch
 
@@ -32,11 +34,11 @@ class TaskContext:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def pooling_method(self, name: str) -> Any:
-        """An instance of the registered pooling method ``name`` (``MEAN``, ``CLS``...), given the pooler config."""
+        """The registered pooling method ``name`` (``MEAN``, ``CLS``...) built for this model (``PoolingMethod.load``)."""
         poolers = self.host.registry("poolers")
         if name not in poolers and name.upper() in poolers:
             name = name.upper()
-        return poolers.load(name)(self.pooler_config)
+        return poolers.load(name).load(PoolerInit(self.pooler_config, self.model_config, self.model))
 
     def activation(self, name: str) -> Any:
         return self.host.registry("activations").load(name)

@@ -135,6 +135,9 @@ class IOProcessor(ABC, Generic[In, Out]):
 class IOProcessorError(PoolkitError):
     """A request failed inside an IO processor. The message names the processor, its plugin and distribution.
 
+    Built with :meth:`of`: a request's own fault is an :class:`InvalidIOProcessorRequest`, which is an
+    :class:`InvalidRequestError` (so a ``ValueError``: HTTP 400); any other is the plugin's bug (HTTP 500).
+
     ``stage`` is the method that failed (``parse_request``, ``pre_process``, ``pooling``,
     ``post_process``...), ``index`` the request's position in its batch, ``cause`` the original
     exception. ``client_error`` is True when the request was invalid (HTTP 400) rather than the plugin
@@ -149,12 +152,27 @@ class IOProcessorError(PoolkitError):
     def __init__(self, processor: str, plugin: PluginInfo | None, stage: str, cause: BaseException,
                  index: int | None = None) -> None:
         self.processor, self.plugin, self.stage, self.cause, self.index = processor, plugin, stage, cause, index
-        self.client_error = isinstance(cause, InvalidRequestError) or (
-            stage in self.INPUT_STAGES and isinstance(cause, (ValueError, TypeError)))
+        self.client_error = self.is_invalid_input(stage, cause)
         owner = f" from {plugin.label}" if plugin is not None else ""
         where = f" for request {index}" if index is not None else ""
         super().__init__(f"IO processor '{processor}'{owner} failed in {stage}{where}: "
                          f"{type(cause).__name__}: {cause}")
 
+    @classmethod
+    def of(cls, processor: str, plugin: PluginInfo | None, stage: str, cause: BaseException,
+           index: int | None = None) -> IOProcessorError:
+        """The error for ``cause``: an :class:`InvalidIOProcessorRequest` when the request was invalid."""
+        kind = InvalidIOProcessorRequest if cls.is_invalid_input(stage, cause) else cls
+        return kind(processor, plugin, stage, cause, index)
 
-__all__ = ["IOProcessor", "IOProcessorContext", "IOProcessorError", "In", "Out", "Prompts"]
+    @classmethod
+    def is_invalid_input(cls, stage: str, cause: BaseException) -> bool:
+        return isinstance(cause, InvalidRequestError) or (
+            stage in cls.INPUT_STAGES and isinstance(cause, (ValueError, TypeError)))
+
+
+class InvalidIOProcessorRequest(IOProcessorError, InvalidRequestError):
+    """An IO processor refused a request's input (``client_error`` is True): a 400, and a ``ValueError``."""
+
+
+__all__ = ["IOProcessor", "IOProcessorContext", "IOProcessorError", "In", "InvalidIOProcessorRequest", "Out", "Prompts"]

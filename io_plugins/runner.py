@@ -99,7 +99,7 @@ class IOProcessorRunner:
     # --- errors --------------------------------------------------------------------------------
 
     def _error(self, stage: str, index: int | None, exc: BaseException) -> IOProcessorError:
-        return IOProcessorError(self.name, self.entry.plugin, stage, exc, index)
+        return IOProcessorError.of(self.name, self.entry.plugin, stage, exc, index)
 
     def _call(self, stage: str, index: int | None, fn: Any, *args: Any) -> Any:
         try:

@@ -15,6 +15,7 @@ Importing this module imports neither torch nor any plugin; the checks import bo
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from poolkit.registry.errors import PluginLoadError
@@ -118,6 +119,8 @@ def _check_pooler(entry: Entry, cls: type, base: type) -> list[str]:
         problems.append("declares no supported_tasks (e.g. poolkit.pooling.SEQUENCE_TASKS)")
     if cls.__call__ is base.__call__:
         problems.append("does not implement __call__(hidden, batch)")
+    if not isinstance(inspect.getattr_static(cls, "load"), classmethod):
+        problems.append("load must be a classmethod: load(cls, init: poolkit.pooling.PoolerInit)")
     return problems
 
 

@@ -180,7 +180,6 @@ PLUGINS = ("poolkit.builtin_models", "poolkit.builtin_poolers", "poolkit.io_plug
 CORE_IMPORTS_OF_PLUGINS = {
     ("poolkit", "poolkit.io_plugins.interface"),
     ("poolkit.engine", "poolkit.io_plugins.runner"),
-    ("poolkit.server.errors", "poolkit.io_plugins.interface"),
     ("poolkit.server.routes.pooling", "poolkit.io_plugins.runner"),
 }
 

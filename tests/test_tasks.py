@@ -260,7 +260,7 @@ def test_sentence_transformers_pooling_modes_map_onto_registered_methods(tmp_pat
     declares that mode; its vectors then match Sentence Transformers'."""
     from sentence_transformers import SentenceTransformer
 
-    from poolkit.builtin_poolers.methods import MeanPool
+    from poolkit.pooling import MeanPool
 
     path = testing.save_as_sentence_transformer(testing.build_tiny_bert(tmp_path / "m", seed=9),
                                                 pooling_mode="mean_sqrt_len_tokens", normalize=False)

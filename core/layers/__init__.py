@@ -10,7 +10,7 @@
 from poolkit.layers.attention import AttentionPlan, attention_chunks, packed_attention
 from poolkit.layers.linear import FastLinear, bound_kernel_caches, head_linear
 from poolkit.layers.norms import LayerNorm, RMSNorm
-from poolkit.layers.rotary import Rotary, rope_frequencies, rotate, rotate_qkv
+from poolkit.layers.rotary import Rotary, rope_frequencies, rope_parameters, rotate, rotate_qkv
 
 __all__ = ["AttentionPlan", "FastLinear", "LayerNorm", "RMSNorm", "Rotary", "attention_chunks", "bound_kernel_caches",
-           "head_linear", "packed_attention", "rope_frequencies", "rotate", "rotate_qkv"]
+           "head_linear", "packed_attention", "rope_frequencies", "rope_parameters", "rotate", "rotate_qkv"]

@@ -14,26 +14,46 @@ import torch
 from torch import nn
 
 
-def rope_frequencies(cfg: Any, head_dim: int) -> tuple[torch.Tensor, float]:
-    """``(inv_freq (head_dim/2,), attention_scaling)`` of a decoder config's RoPE.
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic")
 
-    ``rope_theta`` and the scaling type come from ``config.rope_parameters`` (transformers 5) or
-    ``rope_theta``/``rope_scaling`` (transformers 4). ``default`` is computed here; ``linear``,
-    ``llama3``, ``yarn`` and ``dynamic`` take their frequencies from the installed transformers.
+
+def rope_parameters(cfg: Any, layer_type: str | None = None, theta: float | None = None,
+                    types: tuple[str, ...] = ROPE_TYPES, model: str = "poolkit's rotary embedding") -> dict[str, Any]:
+    """The one reading of a config's RoPE: its parameters with ``rope_type`` and ``rope_theta`` resolved.
+
+    ``config.rope_parameters`` (transformers 5; one dict per ``layer_type`` where the model has layer
+    types) or ``rope_scaling`` / ``rope_theta`` (transformers 4). ``theta``: the base when the config
+    names none (ModernBERT's older field names); ``types``: the rope types ``model`` supports.
     """
-    params = dict(getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+    if layer_type is None:
+        params = dict(getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+    else:
+        params = dict((getattr(cfg, "rope_parameters", None) or {}).get(layer_type) or {})
     rope_type = params.get("rope_type", params.get("type", "default"))
-    if params.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0)) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not supported by poolkit's rotary embedding")
-    if rope_type == "default":
-        theta = float(params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
-        return default_frequencies(head_dim, theta), 1.0
-    if rope_type in ("linear", "llama3", "yarn", "dynamic"):
-        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    if rope_type not in types:
+        where = f" ({layer_type})" if layer_type else ""
+        raise ValueError(f"rope_type={rope_type!r}{where} is not supported by {model}; supported: {', '.join(types)}")
+    if params.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", None) or 1.0) != 1.0:
+        raise ValueError(f"partial_rotary_factor != 1 is not supported by {model}")
+    if "rope_theta" not in params:
+        params["rope_theta"] = theta if theta is not None else getattr(cfg, "rope_theta", 10000.0)
+    params["rope_type"], params["rope_theta"] = rope_type, float(params["rope_theta"])
+    return params
 
-        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu")
-        return inv_freq.float(), float(scaling)
-    raise ValueError(f"rope_type={rope_type!r} is not supported; supported: default, linear, llama3, yarn, dynamic")
+
+def rope_frequencies(cfg: Any, head_dim: int, layer_type: str | None = None,
+                     model: str = "poolkit's rotary embedding") -> tuple[torch.Tensor, float]:
+    """``(inv_freq (head_dim/2,), attention_scaling)`` of a config's RoPE (:func:`rope_parameters`), of one
+    ``layer_type`` if given. ``default`` is computed here; ``linear``, ``llama3``, ``yarn`` and ``dynamic``
+    take their frequencies from the installed transformers."""
+    params = rope_parameters(cfg, layer_type, model=model)
+    if params["rope_type"] == "default":
+        return default_frequencies(head_dim, params["rope_theta"]), 1.0
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    extra = {"layer_type": layer_type} if layer_type is not None else {}
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[params["rope_type"]](cfg, "cpu", **extra)
+    return inv_freq.float(), float(scaling)
 
 
 def default_frequencies(head_dim: int, theta: float) -> torch.Tensor:

@@ -13,20 +13,42 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 logger = logging.getLogger("poolkit.server")
 
 
+class Worker(Protocol):
+    """What the engine loop asks of a served model's queue (:class:`poolkit.server.queue.ModelWorker`); every
+    method is called with :attr:`EngineLoop.cv` held but ``work``'s result, which runs without it."""
+
+    def due(self) -> tuple | None:
+        """How due its most due work is (lower first), or None when it has none."""
+
+    def take_work(self) -> Callable[[], None] | None:
+        """Its next unit of work (tokenize waiting requests, or one forward pass), now taken off its queue."""
+
+    def work_done(self) -> None:
+        """The unit of work :meth:`take_work` gave has finished (or raised)."""
+
+
 class EngineLoop:
-    """Runs every served model's forward passes, one batch at a time, on the thread that calls :meth:`run`."""
+    """Runs every served model's forward passes, one batch at a time, on the thread that calls :meth:`run`.
+
+    Workers join with :meth:`add` and share :attr:`cv` (the one lock of the queues); :attr:`idle` tells a
+    request handler that the loop is waiting for work (it may then hand the loop its tokenizing)."""
 
     def __init__(self) -> None:
         self.cv = threading.Condition()
-        self.workers: list[Any] = []  # each a poolkit.server.queue.ModelWorker (which imports this module)
         self.idle = False  # waiting for work (guarded by cv): a request may then skip the tokenizer thread
+        self._workers: list[Worker] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
+
+    def add(self, worker: Worker) -> None:
+        """Serve ``worker``'s queue from now on."""
+        with self.cv:
+            self._workers.append(worker)
 
     def start(self) -> None:
         """Run on a daemon thread of its own (in-process servers)."""
@@ -54,30 +76,16 @@ class EngineLoop:
                     self.cv.wait(timeout=0.25 if until is not None else None)
                     worker = self._most_due()
                 self.idle = False
-                jobs, worker._jobs = worker._jobs, []
-                if not jobs:
-                    try:
-                        batch = worker._next_batch()
-                    except Exception as exc:  # a bug in batching: fail what is queued, keep serving
-                        logger.error("forming a batch failed; failing the model's queued requests", exc_info=True)
-                        worker._fail_queued(exc)
-                        continue
-                worker._busy = True
+                work = worker.take_work()
             try:
-                if jobs:  # requests that came while the loop was idle: tokenize them here, batch them next
-                    for job in jobs:
-                        worker._prepare_job(job)
-                else:
-                    worker._run(batch)
+                if work is not None:
+                    work()
             finally:
                 with self.cv:
-                    worker._busy = False
+                    worker.work_done()
                     self.cv.notify_all()  # wakes ModelWorker.close waiting for its queue to drain
 
-    def _most_due(self) -> Any:
-        """A worker with requests to tokenize first, else the one holding the most due queued request."""
-        with_jobs = [w for w in self.workers if w._jobs]
-        if with_jobs:
-            return with_jobs[0]
-        ready = [w for w in self.workers if w._active]
-        return min(ready, key=lambda w: min(r.key() for r in w._active)) if ready else None
+    def _most_due(self) -> Worker | None:
+        """The worker whose work is most due (the first added wins a tie)."""
+        due = [(d, i) for i, w in enumerate(self._workers) if (d := w.due()) is not None]
+        return self._workers[min(due)[1]] if due else None

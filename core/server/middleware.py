@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import re
 import time
 import uuid
@@ -23,7 +22,6 @@ from poolkit.server.queue import request_id_var
 from poolkit.server.routes import tei
 from poolkit.server.state import ServerState
 
-logger = logging.getLogger("poolkit.server")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a client's X-Request-Id is kept only if it is this tame
 # open without the API key, as vLLM and TEI keep them: health probes (TEI's GET / and SageMaker's /ping
 # included), the version, and the API's own description (the docs page, its assets and the schema)
@@ -39,14 +37,20 @@ def is_open(scope: dict) -> bool:
         (path in OPEN_GETS and scope.get("method") in ("GET", "HEAD"))
 
 
-def error_response(path: str, status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An error answered by the guard, in the shape of the API that ``path`` belongs to."""
+def respond(path: str, c: errors.Classified) -> JSONResponse:
+    """A classified error answered by the guard, in the shape of the API that ``path`` belongs to, with its
+    own status."""
     if path in tei.PATHS:
-        return tei.error_response(status, message, headers)
-    body = errors.error_body(status, message)
+        return tei.error_response(c, own_status=True)
+    body = errors.error_body(c.status, c.message, c.param)
     if path in SHARED_PATHS:
-        body.update(tei.error_body(status, message))
-    return JSONResponse(body, status_code=status, headers=headers)
+        body.update(tei.error_body(c))
+    return JSONResponse(body, status_code=c.status, headers=c.headers)
+
+
+def error_response(path: str, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """An error the guard answers itself (401, 413, 503), in the shape of ``path``'s API."""
+    return respond(path, errors.of_status(status, message, headers))
 
 
 class Guard:
@@ -85,9 +89,9 @@ class Guard:
             response = error_response(path, 413, f"Request body of {int(size)} bytes is larger than "
                                                  f"max_body_bytes={state.limits.max_body_bytes}")
             return await self._observe(scope, response(scope, receive, send_and_note), status, start)
-        await self._observe(scope, self._run(scope, receive, send_and_note, status, rid), status, start)
+        await self._observe(scope, self._run(scope, receive, send_and_note, status), status, start)
 
-    async def _run(self, scope: dict, receive: Callable, send: Callable, status: list[int], rid: str) -> None:
+    async def _run(self, scope: dict, receive: Callable, send: Callable, status: list[int]) -> None:
         """The app, cancelled when the client disconnects once its body is read (its queued prompts are then
         dropped); a bug becomes a logged JSON 500, a request cut short by shutdown a JSON 503."""
         gone: list[bool] = [False]  # set by the watcher when it cancels the app because the client left
@@ -103,11 +107,9 @@ class Guard:
                 await _try_send(error_response(scope["path"], 503, "The server is shutting down"), scope, send)
             # not re-raised: uvicorn would log the CancelledError of a request it has already been answered for
         except Exception as exc:
-            logger.error("request %s (%s %s) failed with a server error", rid, scope.get("method"), scope["path"],
-                         exc_info=exc)
-            if not status[0]:  # the same words as errors.internal_error, in the path's shape
-                message = f"Internal server error (request id {rid}); the server log has the details"
-                await _try_send(error_response(scope["path"], 500, message), scope, send)
+            classified = errors.classify(exc, scope)  # a bug: logged there, once
+            if not status[0]:
+                await _try_send(respond(scope["path"], classified), scope, send)
         finally:
             app.cancel()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -38,6 +39,7 @@ from poolkit.isolate import run_isolated
 from poolkit.server.engine_loop import EngineLoop
 from poolkit.server.errors import APIError, Overloaded
 
+logger = logging.getLogger("poolkit.server")
 _arrival = itertools.count()
 _MAX_DIRECT_JOBS = 8  # requests an idle engine loop tokenizes itself before the tokenizer thread takes over
 BIG_REQUEST_BYTES = 64 * 1024  # a body this large is tokenized on the model's bulk thread (~ one forward pass of work)
@@ -125,8 +127,7 @@ class ModelWorker:
         self._trim_pending = False
         if metrics:
             metrics.queue_depth.set_function(lambda: self._pending)  # read at scrape time
-        with self._cv:
-            engine_loop.workers.append(self)
+        engine_loop.add(self)
 
     # --- request side (event loop) -----------------------------------------------------------------
 
@@ -313,7 +314,36 @@ class ModelWorker:
         for request in left:
             request.fail(exc)
 
-    # --- engine loop side -----------------------------------------------------------------------------
+    # --- engine loop side (poolkit.server.engine_loop.Worker; the loop holds the lock) -------------------
+
+    def due(self) -> tuple | None:
+        """Requests to tokenize come first; then the most due queued request (:meth:`_Request.key`)."""
+        if self._jobs:
+            return (0,)
+        if self._active:
+            return (1, *min(r.key() for r in self._active))
+        return None
+
+    def take_work(self) -> Callable[[], None] | None:
+        """Tokenize the requests that came while the loop was idle, else the next batch's forward pass."""
+        self._busy = True
+        jobs, self._jobs = self._jobs, []
+        if jobs:
+            def prepare() -> None:
+                for job in jobs:
+                    self._prepare_job(job)
+
+            return prepare
+        try:
+            batch = self._next_batch()
+        except Exception as exc:  # a bug in batching: fail what is queued, keep serving
+            logger.error("forming a batch failed; failing the model's queued requests", exc_info=True)
+            self._fail_queued(exc)
+            return None
+        return lambda: self._run(batch)
+
+    def work_done(self) -> None:
+        self._busy = False
 
     def _next_batch(self) -> list[_Item]:
         """Round robin over the queued requests, most due first, one prompt each per round, while the batch

@@ -63,9 +63,12 @@ class ServerState:
             raise APIError(404, f"The model '{name}' does not exist. Served models: {list(self.models)}", "model")
         return self.models[name]
 
-    def check_batch_size(self, n: int) -> None:
-        if n > self.limits.max_client_batch_size:
-            raise APIError(413, f"Request has {n} inputs, more than max_client_batch_size="
-                                f"{self.limits.max_client_batch_size}", "input")
+    def check_batch_size(self, n: int, field: str = "input", empty: str | None = None) -> None:
+        """The one rule on a request's inputs, for every API: at least one (``empty``: the message), at most
+        ``max_client_batch_size`` (413; TEI answers it as its ``validation`` error, in TEI's words)."""
+        limit = self.limits.max_client_batch_size
+        if n > limit:
+            raise APIError(413, f"batch size {n} > maximum allowed batch size {limit} (the server's "
+                                f"max_client_batch_size)", field)
         if n == 0:
-            raise APIError(400, "input must not be empty", "input")
+            raise APIError(400, empty or f"{field} must not be empty", field, kind="empty")

@@ -17,7 +17,8 @@ from poolkit.batch import PackedBatch
 from poolkit.builtin_models.modernbert import (
     GLOBAL, LOCAL, ModernBertForEmbedding, ModernBertForSequenceClassification, ModernBertForTokenClassification,
     layer_types, rope_theta)
-from poolkit.builtin_poolers.methods import CLSPool, MeanPool
+from poolkit.builtin_poolers.methods import CLSPool
+from poolkit.pooling import MeanPool
 from poolkit.config import ModelConfig
 from poolkit.model.weights import load_state_dict
 from tests.builtin_models.builders_modernbert import build_tiny_modernbert, reference_model

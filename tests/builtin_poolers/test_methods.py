@@ -7,7 +7,8 @@ import torch
 
 from poolkit.batch import PackedBatch
 from poolkit.builtin_poolers import activations
-from poolkit.builtin_poolers.methods import AllPool, CLSPool, LastPool, MaxPool, MeanPool, StepPool
+from poolkit.builtin_poolers.methods import AllPool, CLSPool, LastPool, MaxPool, StepPool
+from poolkit.pooling import MeanPool
 from poolkit.config import PoolerConfig
 
 LENGTHS = [3, 1, 6, 4]

@@ -103,6 +103,23 @@ def test_a_failing_request_fails_alone_and_names_the_plugin(tiny_bert_dir, parts
         engine.encode({"texts": [bad]}, task="plugin")
 
 
+def test_bad_input_to_an_io_processor_is_an_invalid_request_error(tiny_bert_dir, parts):
+    """Issue 22: offline callers catching ValueError (InvalidRequestError) get a request's bad input; the
+    plugin's own bug stays an IOProcessorError that is not one."""
+    from poolkit.errors import InvalidRequestError
+
+    engine = Engine(str(tiny_bert_dir), io_processor_plugin="sum", max_model_len=8)
+    with pytest.raises(ValueError, match="failed in parse_request") as bad:
+        engine.encode({"oops": 1}, task="plugin")
+    assert isinstance(bad.value, InvalidRequestError) and isinstance(bad.value, IOProcessorError)
+    assert bad.value.status == 400 and bad.value.client_error
+    with pytest.raises(InvalidRequestError, match="maximum context length is 8 tokens"):
+        engine.encode({"texts": ["word " * 20]}, task="plugin")
+    with pytest.raises(IOProcessorError, match="post_process") as bug:
+        engine.encode({"texts": ["bust"]}, task="plugin")
+    assert not isinstance(bug.value, ValueError)
+
+
 def test_bad_prompts_from_pre_process_are_attributed(tiny_bert_dir, parts):
     engine = Engine(str(tiny_bert_dir), io_processor_plugin="sum", max_model_len=8)
     ok, too_long = engine.encode_plugin_batch([{"texts": ["ok"]}, {"texts": ["word " * 20]}])

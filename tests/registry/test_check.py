@@ -133,6 +133,11 @@ class PoolWithoutTasks(PoolingMethod):
         return hidden
 
 
+class PoolWithInstanceLoad(GoodPool):
+    def load(self, init):  # the hook is a classmethod: built before there is an instance
+        return self
+
+
 class TaskWithoutPool(TaskAdapter):
     name, output_cls = "bad_task", EmbeddingOutput
 
@@ -169,6 +174,7 @@ def not_a_class():
     ("architectures", "BadArch", ModelWithUnknownQuantization, "supported_quantizations names ['int4']"),
     ("poolers", "BAD", NotAPool, "NotAPool is not a subclass of poolkit.PoolingMethod"),
     ("poolers", "BAD", PoolWithoutTasks, "declares no supported_tasks"),
+    ("poolers", "BAD", PoolWithInstanceLoad, "load must be a classmethod"),
     ("tasks", "bad_task", TaskWithoutPool, "does not implement pool(hidden, batch, params)"),
     ("tasks", "bad_task", TaskWithoutName, "has no name"),
     ("tasks", "bad_task", TaskWithOtherName, "its name 'good_task' is not the name it is registered by, 'bad_task'"),

@@ -40,7 +40,7 @@ def plugin_on_path(installed_plugin, monkeypatch, fresh_host):
 def test_installed_plugin_is_listed_with_version_and_parts(plugin_on_path):
     [info] = [p for p in get_host().plugins if p.dist == "poolkit-test-plugin"]
     assert info.version == "0.2.0" and info.error is None
-    assert info.registered == {"architectures": ["TestPluginBertModel"], "poolers": ["FIRST_LAST"]}
+    assert info.registered == {"architectures": ["TestPluginBertModel"], "poolers": ["FIRST_LAST", "SIF_MEAN"]}
 
 
 def test_plugin_architecture_and_pooler_serve_embeddings(plugin_on_path, tmp_path):
@@ -59,6 +59,32 @@ def test_plugin_architecture_and_pooler_serve_embeddings(plugin_on_path, tmp_pat
     assert testing.max_abs_diff(out.outputs.data, want) <= 1e-5
 
 
+def test_a_learned_pooler_reads_its_weights_from_the_model_directory(plugin_on_path, tmp_path):
+    """Issue 22: a plugin pooler may read its model's config and weights (PoolingMethod.load): SIF_MEAN's
+    per-token weights ship in the model directory; checked against numpy on the same weights."""
+    import numpy as np
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    path = testing.build_tiny_bert(tmp_path / "sif")
+    tok = AutoTokenizer.from_pretrained(path)
+    weights = torch.rand(len(tok), generator=torch.Generator().manual_seed(0)) + 0.1
+    save_file({"weight": weights}, str(path / "sif_weights.safetensors"))
+    engine = Engine(str(path), pooler_config={"pooling_type": "SIF_MEAN"})
+    texts = ["a learned pooler", "weights shipped beside the model, read once"]
+    got = [o.outputs.data.numpy() for o in engine.embed(texts)]
+    for text, hidden, vec in zip(texts, testing.reference_hidden_states(path, texts), got):
+        w = weights.numpy()[tok(text)["input_ids"]]
+        want = (w[:, None] * hidden.numpy()).sum(0) / w.sum()
+        assert np.abs(vec - want / np.linalg.norm(want)).max() <= 1e-5
+    (path / "sif_weights.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="sif_weights.safetensors"):
+        Engine(str(path), pooler_config={"pooling_type": "SIF_MEAN"})
+    save_file({"weight": weights[:5]}, str(path / "sif_weights.safetensors"))
+    with pytest.raises(ValueError, match=r"needs \(\d+,\)"):
+        Engine(str(path), pooler_config={"pooling_type": "SIF_MEAN"})
+
+
 def test_allow_list_can_exclude_the_plugin(plugin_on_path, monkeypatch, tmp_path):
     monkeypatch.setenv("POOLKIT_PLUGINS", "builtin_models,builtin_poolers,builtin_tasks")
     path = testing.build_tiny_bert(tmp_path, architectures=["TestPluginBertModel"])
@@ -73,7 +99,7 @@ def test_cli_lists_the_installed_plugin(installed_plugin):
                          capture_output=True, text=True, check=True).stdout
     [row] = json.loads(out)
     assert row["distribution"] == "poolkit-test-plugin" and row["version"] == "0.2.0"
-    assert row["registered"]["poolers"] == ["FIRST_LAST"] and row["builtin"] is False
+    assert row["registered"]["poolers"] == ["FIRST_LAST", "SIF_MEAN"] and row["builtin"] is False
 
 
 @pytest.mark.parametrize("src", ["typo", "poolkit-test-plugin==0.2.0", "https://example.com/x.whl"])

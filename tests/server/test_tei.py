@@ -157,6 +157,23 @@ def test_predict_texts_pairs_and_raw_scores(live, engines, model_dirs):
     assert testing.max_abs_diff([by_label[n] for n in labels], logits[1].softmax(-1)) <= 1e-5
 
 
+def test_predict_checks_the_params_of_a_batch_of_pairs_too(live, engines, monkeypatch):
+    """Issue 22: /predict prepares through the Engine, so the classify adapter checks every request; a batch
+    of pairs only skipped ``adapter.check`` (tei.py tokenized pairs itself)."""
+    from poolkit.errors import InvalidRequestError
+
+    adapter = engines["sentiment"].task("classify")
+
+    def refuse(params):
+        raise InvalidRequestError("refused by the classify adapter's check")
+
+    monkeypatch.setattr(adapter, "check", refuse)
+    for inputs in ("great movie", ["the premise", "a fitting conclusion"], [["a", "b"], ["c", "d"]]):
+        r = post(live["classifier"], "/predict", inputs=inputs)
+        assert r.status_code == 422 and r.json() == {"error": "refused by the classify adapter's check",
+                                                     "error_type": "validation"}, (inputs, r.text)
+
+
 def test_rerank_texts_and_documents(live, engines):
     server, docs = live["reranker"], ["Paris is in France.", "Bread needs yeast.", "Berlin."]
     scores = [o.outputs.score for o in engines["reranker"].score("capital of France", docs)]

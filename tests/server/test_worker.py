@@ -197,3 +197,31 @@ def test_a_new_short_request_gets_a_short_pass_of_its_own_at_most_every_other_ba
     assert [i.request for i in third] == [another] + [bulk] * 3
     late = _queued(worker, engine, ["l" * 4])
     assert [i.request for i in worker._next_batch()] == [late]
+
+
+def test_the_engine_loop_serves_any_worker_through_its_public_api():
+    """Issue 22: the loop asks a worker only ``due`` / ``take_work`` / ``work_done`` (it mutated ModelWorker's
+    private fields before), most due first, and a worker joins with ``EngineLoop.add``."""
+
+    class Queue:
+        def __init__(self, name, keys):
+            self.name, self.keys, self.calls = name, list(keys), []
+
+        def due(self):
+            return (self.keys[0],) if self.keys else None
+
+        def take_work(self):
+            key = self.keys.pop(0)
+            return lambda: ran.append((self.name, key))
+
+        def work_done(self):
+            self.calls.append("done")
+
+    ran: list = []
+    engine_loop = EngineLoop()
+    a, b = Queue("a", [2, 5]), Queue("b", [1, 3])
+    engine_loop.add(a)
+    engine_loop.add(b)
+    engine_loop.run(until=lambda: True)
+    assert ran == [("b", 1), ("a", 2), ("b", 3), ("a", 5)]
+    assert a.calls == b.calls == ["done", "done"]

@@ -4,6 +4,9 @@
 ``config.json``'s ``task_instructions`` named like the input type (``search_query`` -> ``query``...);
 a model without prompts embeds every input type alike. ``embedding_types`` come back together, each
 defined in :mod:`poolkit.quantize` (int8/uint8 on a fixed per-model scale, calibrated once).
+
+Errors are classified as every route's (:func:`poolkit.server.errors.classify`) and leave in the OpenAI
+body, whose ``message`` is Cohere's error shape (``{"message"}``, what the cohere client reads).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ model name of its own to a ``base_url``).
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import AsyncIterator, Iterator
 from json.encoder import encode_basestring as _json_str  # C: a str as a JSON string, non-ASCII as is (as serde)
 from operator import itemgetter
@@ -30,21 +29,17 @@ import numpy as np
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from poolkit.errors import InvalidRequestError, UnsupportedTaskError
 from poolkit.params import PoolingParams
-from poolkit.scoring import rerank_order
-from poolkit.server.errors import APIError, request_id
+from poolkit.scoring import cosine, rerank_order
+from poolkit.server.errors import APIError, Classified, classify, of_status, shaped_route, union_label
 from poolkit.server.protocol_tei import (Prediction, SimilarityParameters, SparseValue, TEIDecodeRequest,
                                          TEIEmbedAllRequest, TEIEmbedRequest, TEIEmbedSparseRequest,
                                          TEIPredictRequest, TEIRerankRequest, TEISimilarityRequest,
                                          TEITokenizeRequest)
 from poolkit.server.routes.common import get_state, json_response, run_prompts
 from poolkit.server.routes.score import run_score
-
-logger = logging.getLogger("poolkit.server")
 
 # --- errors -----------------------------------------------------------------------------------------
 
@@ -53,18 +48,23 @@ EMPTY = "`inputs` cannot be empty"
 MODEL_HEADER = "x-model"  # a TEI request's model when neither its body nor ?model= names one
 
 
-def error_type(status: int) -> str:
-    """TEI's ``error_type`` for an HTTP status that is not one of TEI's own (401, 404, 405, 413, 500...)."""
-    return {429: "overloaded", 503: "unhealthy", 500: "backend", 424: "backend"}.get(status, "validation")
+# TEI's error_type of each kind of error (poolkit.server.errors.KINDS)
+ERROR_TYPES = {"invalid": "validation", "empty": "empty", "unsupported": "backend", "overloaded": "overloaded",
+               "unavailable": "unhealthy", "internal": "backend"}
+KINDS = {"validation": "invalid", "tokenizer": "invalid", "empty": "empty", "backend": "unsupported",
+         "overloaded": "overloaded", "unhealthy": "unavailable"}
 
 
-def error_body(status: int, message: str) -> dict[str, str]:
-    return {"error": message, "error_type": error_type(status)}
+def error_body(c: Classified) -> dict[str, str]:
+    message = _validation_message(c.body_errors) if c.body_errors is not None else c.message
+    return {"error": message, "error_type": ERROR_TYPES[c.kind]}
 
 
-def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An error of another layer (the guard middleware, routing) in TEI's shape, with its own status."""
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+def error_response(c: Classified, request: Any = None, own_status: bool = False) -> JSONResponse:
+    """A classified error in TEI's shape: TEI's status of its type, a bug's 500, or (``own_status``: the
+    guard middleware's, routing's) the status as classified."""
+    status = c.status if own_status or c.bug else STATUS[ERROR_TYPES[c.kind]]
+    return JSONResponse(error_body(c), status_code=status, headers=c.headers)
 
 
 def model_name(request: Request, given: Any = None) -> str | None:
@@ -75,12 +75,11 @@ def model_name(request: Request, given: Any = None) -> str | None:
     return request.query_params.get("model") or request.headers.get(MODEL_HEADER) or None
 
 
-class TEIError(Exception):
+class TEIError(APIError):
     """An error of one of TEI's types (a key of :data:`STATUS`)."""
 
     def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type, self.message = error_type, message
+        super().__init__(STATUS[error_type], message, kind=KINDS[error_type])
 
 
 def _validation_message(errors: list[dict]) -> str:
@@ -88,57 +87,27 @@ def _validation_message(errors: list[dict]) -> str:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return f"Failed to parse the request body as JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
-    where = ".".join(str(p) for p in first.get("loc", ())
-                     if p != "body" and not (isinstance(p, str) and ("[" in p or p in ("str", "int"))))
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not union_label(p))
     return f"Failed to deserialize the JSON body into the target type: {where + ': ' if where else ''}" \
            f"{first.get('msg', 'invalid body')}"
 
 
 def tei_error(exc: Exception, request: Request) -> JSONResponse:
-    """``exc`` as TEI answers it. A model that does not serve the task is TEI's ``backend`` (424), bad input
-    ``validation`` (422); anything unforeseen is a bug: logged, and a 500 naming only the request id."""
-    headers = None
-    if isinstance(exc, TEIError):
-        kind, message = exc.error_type, exc.message
-    elif isinstance(exc, RequestValidationError):
-        kind, message = "validation", _validation_message(exc.errors())
-    elif isinstance(exc, UnsupportedTaskError):
-        kind, message = "backend", exc.message
-    elif isinstance(exc, InvalidRequestError):
-        kind, message = "validation", exc.message
-    elif isinstance(exc, APIError):
-        kind = {429: "overloaded", 503: "unhealthy"}.get(exc.status, "validation")
-        message, headers = exc.message, exc.headers
-    else:
-        rid = request_id(request)
-        logger.error("request %s (%s %s) failed with a server error", rid, request.method, request.url.path,
-                     exc_info=(type(exc), exc, exc.__traceback__))
-        return JSONResponse({"error": f"Internal server error (request id {rid}); the server log has the details",
-                             "error_type": "backend"}, status_code=500)
-    return JSONResponse({"error": message, "error_type": kind}, status_code=STATUS[kind], headers=headers)
+    """``exc`` as TEI answers it (:func:`poolkit.server.errors.classify`): a model that does not serve the task
+    is TEI's ``backend`` (424), bad input ``validation`` (422), a bug a logged 500 naming only the request id."""
+    return error_response(classify(exc, request))
 
 
-class TEIRoute(APIRoute):
+class TEIRoute(shaped_route(error_response)):
     """A route whose errors, body validation and a wrong method included, leave in TEI's shape."""
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         if self.methods and scope["method"] not in self.methods:
             allowed = ", ".join(sorted(self.methods))
-            response = error_response(405, f"Method {scope['method']} is not allowed on {scope['path']}; use {allowed}",
-                                      {"Allow": allowed})
+            message = f"Method {scope['method']} is not allowed on {scope['path']}; use {allowed}"
+            response = error_response(of_status(405, message, {"Allow": allowed}), own_status=True)
             return await response(scope, receive, send)
         return await super().handle(scope, receive, send)
-
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:
-                return tei_error(exc, request)
-
-        return route
 
 
 async def answer(handler: Any, model: type[BaseModel], data: dict, request: Request) -> Response:
@@ -173,19 +142,11 @@ def truncation(body: Any) -> dict[str, Any]:
     return {"auto_truncate": body.truncate, "truncation_side": body.truncation_direction.lower()}
 
 
-def check_batch(state: Any, n: int, empty: str = EMPTY) -> None:
-    if n == 0:
-        raise TEIError("empty", empty)
-    if n > state.limits.max_client_batch_size:
-        limit = state.limits.max_client_batch_size
-        raise TEIError("validation", f"batch size {n} > maximum allowed batch size {limit}")
-
-
 def prompts(state: Any, inputs: Any) -> list[Any]:
     """TEI's ``inputs``: a text, a list of token ids, or a batch of them; none of them empty."""
     one = isinstance(inputs, str) or (bool(inputs) and all(isinstance(t, int) for t in inputs))
     items = [inputs] if one else list(inputs)
-    check_batch(state, len(items))
+    state.check_batch_size(len(items), empty=EMPTY)
     if any(len(p) == 0 for p in items):
         raise TEIError("empty", EMPTY)
     return items
@@ -223,19 +184,19 @@ def sequences(inputs: Any) -> tuple[bool, list[tuple[str, ...]]]:
 
 
 def predict_tokens(engine: Any, seqs: list[tuple[str, ...]], params: PoolingParams) -> tuple[Any, list, list]:
-    """The classify task's inputs: texts tokenized as ``Engine.prepare`` does, pairs as ``Engine.prepare_score``
-    tokenizes a cross-encoder's (``InputProcessor.pairs``)."""
-    adapter = engine.task("classify")  # a model without a classifier head: UnsupportedTaskError, TEI's 424
+    """The classify task's inputs, prepared by the Engine: texts by ``Engine.prepare``, pairs by
+    ``Engine.prepare_pairs`` (tokenized together, as a cross-encoder's); each checks ``params`` first."""
     tokens: list[Any] = [None] * len(seqs)
+    adapter = None
     for size in (1, 2):
         idx = [i for i, s in enumerate(seqs) if len(s) == size]
         if not idx:
             continue
         if size == 1:
-            _, done, _ = engine.prepare([seqs[i][0] for i in idx], "classify", params)
+            adapter, done, _ = engine.prepare([seqs[i][0] for i in idx], "classify", params)
         else:
-            done = engine.input_processor.pairs([seqs[i][0] for i in idx], [seqs[i][1] for i in idx],
-                                                [params] * len(idx))
+            adapter, done, _ = engine.prepare_pairs([seqs[i][0] for i in idx], [seqs[i][1] for i in idx],
+                                                    "classify", params)
         for i, t in zip(idx, done):
             tokens[i] = t
     return adapter, tokens, [params] * len(seqs)
@@ -366,7 +327,7 @@ async def predict(body: TEIPredictRequest, request: Request) -> Response:
     """Every label's score, highest first; a batch gets one list per sequence."""
     state = get_state(request)
     batch, seqs = sequences(body.inputs)
-    check_batch(state, len(seqs))
+    state.check_batch_size(len(seqs), empty=EMPTY)
     if any(not any(s) for s in seqs):  # TEI: a pair is empty only if both texts are
         raise TEIError("empty", EMPTY)
     served = state.model(model_name(request, body.model))
@@ -381,7 +342,7 @@ async def predict(body: TEIPredictRequest, request: Request) -> Response:
 async def rerank(body: TEIRerankRequest, request: Request) -> Response:
     """TEI's ``/rerank`` (a ``texts`` body; routes/rerank.py sends it here): ranks, highest score first."""
     state = get_state(request)
-    check_batch(state, len(body.texts), "`texts` cannot be empty")
+    state.check_batch_size(len(body.texts), empty="`texts` cannot be empty")
     params = PoolingParams(use_activation=False if body.raw_scores else None, **truncation(body))
     _, _, scores = await run_score(state, model_name(request, body.model), [body.query], body.texts, params)
     return JSONResponse([{"index": i, **({"text": body.texts[i]} if body.return_text else {}), "score": scores[i]}
@@ -399,15 +360,14 @@ async def similarity(body: TEISimilarityRequest, request: Request) -> Response:
     params = PoolingParams(normalize=False, **truncation(p))
     _, _, pooled = await run_prompts(state, model_name(request, body.model), texts, "embed", params,
                                      prompt_name=p.prompt_name)
-    src = pooled[0]
-    return JSONResponse([float(src @ v) / max(float(src.norm() * v.norm()), 1e-12) for v in pooled[1:]])
+    return JSONResponse([float(cosine(pooled[0], v)) for v in pooled[1:]])
 
 
 async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
     """TEI's ``/tokenize`` (an ``inputs`` body; routes/tokenize.py sends it here), the prompt prepended."""
     state = get_state(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    check_batch(state, len(texts))
+    state.check_batch_size(len(texts), empty=EMPTY)
     if any(not t for t in texts):
         raise TEIError("empty", EMPTY)
     served = state.model(model_name(request, body.model))
@@ -423,7 +383,7 @@ async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
 async def decode(body: TEIDecodeRequest, request: Request) -> Response:
     state = get_state(request)
     seqs = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]
-    check_batch(state, len(seqs), "`ids` cannot be empty")
+    state.check_batch_size(len(seqs), empty="`ids` cannot be empty")
     if any(not s for s in seqs):
         raise TEIError("empty", "`input_ids` cannot be empty")
     served = state.model(model_name(request, body.model))

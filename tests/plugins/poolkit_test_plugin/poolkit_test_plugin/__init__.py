@@ -1,4 +1,5 @@
-"""A third-party plugin: one architecture (a BERT saved under another name) and one pooler (FIRST_LAST)."""
+"""A third-party plugin: one architecture (a BERT saved under another name) and two poolers
+(FIRST_LAST, and SIF_MEAN: a learned pooler that reads its weights from the model directory)."""
 
 import poolkit
 
@@ -11,3 +12,4 @@ def register_architectures(register):
 @poolkit.hookimpl
 def register_poolers(register):
     register("FIRST_LAST", "poolkit_test_plugin.pooler:FirstLastPool")
+    register("SIF_MEAN", "poolkit_test_plugin.sif:SifMeanPool")
