@@ -18,12 +18,12 @@ from poolkit.isolate import run_isolated
 from poolkit.io_plugins.interface import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.params import PoolingParams
 from poolkit.errors import UnsupportedTaskError
+from poolkit.request import Prepared
 from poolkit.registry.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from poolkit.outputs import PoolingRequestOutput
     from poolkit.registry.loading import Entry
-    from poolkit.tasks import TaskAdapter
 
 CONFIG_FIELD = "io_processor_plugin"
 OPTIONS_FIELD = "io_processor_options"
@@ -45,14 +45,16 @@ def not_configured_error(engine: Any) -> UnsupportedTaskError:
 
 
 @dataclass
-class PluginRequest:
-    """One request after ``parse_request`` and ``pre_process``, tokenized and ready to pool."""
+class PluginRequest(Prepared):
+    """One request after ``parse_request`` and ``pre_process``, tokenized: a :class:`Prepared` whose ``finish``
+    is the processor's ``post_process`` of its outputs."""
 
-    index: int
-    data: Any
-    adapter: TaskAdapter
-    tokens: list[Any]
-    params: list[PoolingParams]
+    runner: IOProcessorRunner | None = None
+    index: int = 0
+    data: Any = None
+
+    def finish(self, pooled: list[Any]) -> Any:
+        return self.runner.finish(self, Prepared.finish(self, pooled))
 
 
 class IOProcessorRunner:
@@ -139,42 +141,30 @@ class IOProcessorRunner:
                               TypeError(f"expected PoolingParams, got {type(params).__name__}"))
         task = params.task or self.processor.task
         # the prompts pre_process built are checked like any request's (length limit, vocabulary)
-        adapter, tokens, per_prompt = self._call("pre_process (its prompts were rejected)", index,
-                                                 self.engine.prepare, prompts, task, params)
-        return PluginRequest(index if index is not None else 0, data, adapter, tokens, per_prompt)
+        prepared = self._call("pre_process (its prompts were rejected)", index, self.engine.prepare, prompts, task,
+                              params)
+        return PluginRequest(prepared.adapter, prepared.tokens, prepared.params, self,
+                             index if index is not None else 0, data)
 
-    def pool(self, requests: list[PluginRequest]) -> list[list[PoolingRequestOutput] | IOProcessorError]:
-        """Pool the prompts of several requests together; one list of outputs (or the error) per request.
+    def prepare_all(self, raws: list[Any]) -> list[PluginRequest]:
+        """:meth:`prepare` for each raw request of a batch (the server's ``POST /pooling``)."""
+        return [self.prepare(raw, None, i) for i, raw in enumerate(raws)]
 
-        A batch that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`), so only
-        the request that triggers the failure gets it.
-        """
-        results: list[Any] = [[] for _ in requests]
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.adapter.name, []).append(i)
-        for members in groups.values():
-            adapter = requests[members[0]].adapter
-            prompts = [(i, t, p) for i in members for t, p in zip(requests[i].tokens, requests[i].params)]
-            outcome = run_isolated(lambda items: self._outputs(adapter, [t for _, t, _ in items], [p for _, _, p in items]),
-                                   prompts, lambda prompt: prompt[0])
-            for (i, _, _), (output, exc) in zip(prompts, outcome):
-                if exc is not None:
-                    results[i] = self._error("pooling", requests[i].index, exc)
-                elif not isinstance(results[i], IOProcessorError):
-                    results[i].append(output)
-        return results
-
-    def _outputs(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[Any]:
-        return self.engine.to_outputs(adapter, tokens, self.engine.pool(adapter, tokens, params))
+    def pool(self, requests: list[PluginRequest]) -> list[list[Any] | IOProcessorError]:
+        """Pool the prompts of several requests together (``Engine.pool``); per request, its pooled tensors (or
+        the error). A batch that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`), so
+        only the request that triggers the failure gets it."""
+        outcome = run_isolated(self.engine.pool, requests, id)
+        return [pooled if exc is None else self._error("pooling", r.index, exc)
+                for r, (pooled, exc) in zip(requests, outcome)]
 
     def finish(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
         """post_process: the processor's output for one request."""
         return self._call("post_process", request.index, self.processor.post_process, outputs, request.data)
 
-    async def finish_async(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
+    async def finish_async(self, request: PluginRequest, pooled: list[Any]) -> Any:
         try:
-            return await self.processor.post_process_async(outputs, request.data)
+            return await self.processor.post_process_async(Prepared.finish(request, pooled), request.data)
         except Exception as exc:
             raise self._error("post_process", request.index, exc) from exc
 
@@ -201,12 +191,12 @@ class IOProcessorRunner:
                 ready.append(self.prepare(raw, p, i))
             except IOProcessorError as exc:
                 results[i] = exc
-        for request, outputs in zip(ready, self.pool(ready)):
-            if isinstance(outputs, IOProcessorError):
-                results[request.index] = outputs
+        for request, pooled in zip(ready, self.pool(ready)):
+            if isinstance(pooled, IOProcessorError):
+                results[request.index] = pooled
                 continue
             try:
-                results[request.index] = self.finish(request, outputs)
+                results[request.index] = request.finish(pooled)
             except IOProcessorError as exc:
                 results[request.index] = exc
         return results
@@ -227,22 +217,11 @@ class IOProcessorRunner:
         """
         return self.response_body(data, self.encode(data, pooling_params))
 
-    # --- the server's path: prepare on its tokenizer thread, pool in its engine loop, then this ---
+    # --- the server's path: prepare_all on its tokenizer thread, pool in its engine loop, then this ---
 
-    @staticmethod
-    def flatten(requests: list[PluginRequest]) -> tuple[list[TaskAdapter], list[Any], list[PoolingParams]]:
-        """Every prompt of ``requests`` in order, with its task adapter and params (for the engine loop)."""
-        return ([r.adapter for r in requests for _ in r.tokens], [t for r in requests for t in r.tokens],
-                [p for r in requests for p in r.params])
-
-    def finish_all(self, requests: list[PluginRequest], pooled: list[Any]) -> list[Any]:
-        """post_process for each request, given the pooled tensors of :meth:`flatten`'s prompts."""
-        outputs, start = [], 0
-        for r in requests:
-            mine = self.engine.to_outputs(r.adapter, r.tokens, pooled[start:start + len(r.tokens)])
-            outputs.append(self.finish(r, mine))
-            start += len(r.tokens)
-        return outputs
+    def respond(self, data: Any, requests: list[PluginRequest], pooled: list[list[Any]]) -> dict[str, Any]:
+        """Each request's ``finish`` (post_process) of its pooled tensors, as :meth:`response_body`."""
+        return self.response_body(data, [r.finish(p) for r, p in zip(requests, pooled)])
 
     def response_body(self, data: Any, results: list[Any]) -> dict[str, Any]:
         """``{"data": body}`` for one request, ``{"data": [bodies]}`` for a list of them."""

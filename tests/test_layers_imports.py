@@ -166,7 +166,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model files", ("poolkit.config", "poolkit.model.hub", "poolkit.model.weights")),
     ("layers", ("poolkit.batch", "poolkit.layers")),
     ("model", ("poolkit.model", "poolkit.pooling", "poolkit.tasks", "poolkit.inputs", "poolkit.media",
-               "poolkit.scoring")),
+               "poolkit.request", "poolkit.scoring")),
     ("plugin checks", ("poolkit.registry", "poolkit.registry.check")),  # the package re-exports check_plugins
     ("engine", ("poolkit.engine", "poolkit")),  # ``poolkit`` itself: only the package, its lazy public names
     ("front ends", ("poolkit.server", "poolkit.jobs", "poolkit.integrations", "poolkit.testing",

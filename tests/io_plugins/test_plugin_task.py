@@ -135,8 +135,8 @@ def test_async_stages(tiny_bert_dir, parts):
 
     async def serve(raw):
         request = await runner.prepare_async(raw, None, 0)
-        [outputs] = runner.pool([request])
-        return runner.to_response(await runner.finish_async(request, outputs))
+        [pooled] = runner.pool([request])
+        return runner.to_response(await runner.finish_async(request, pooled))
 
     body = asyncio.run(serve({"texts": ["async path"]}))
     assert body == {"data": engine.encode({"texts": ["async path"]}, task="plugin")[0]}
