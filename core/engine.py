@@ -156,7 +156,7 @@ class Engine:
             logger.warning("%s declares tasks %s that no plugin registers a task adapter for; serving %s",
                            self.architecture, [t for t in tasks if t not in registered], list(self.supported_tasks))
         self._adapters: dict[str, TaskAdapter] = {}
-        from poolkit.io_plugins.runner import IOProcessorRunner
+        from poolkit.io_runner import IOProcessorRunner
 
         for name in self.supported_tasks:  # a broken pooler config or task plugin stops the build, not a request
             self.task(name)
@@ -299,10 +299,13 @@ class Engine:
         """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order.
 
         ``task="plugin"``: ``prompts`` is one request of the IO processor, or a list of them; the
-        result is the processor's output per request, and a failed request raises its IOProcessorError.
+        result is the processor's output per request, and a failed request raises its IOProcessorError
+        (one that fails while it is read, before anything is pooled). The other arguments apply to the
+        prompts its ``pre_process`` builds.
         """
         if (task or pooling_task) == "plugin":
-            return self._io_processor().encode(prompts, pooling_params)
+            return self._io_processor().encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                                               prompt_name=prompt_name, prompt=prompt, use_tqdm=use_tqdm)
         request = self.prepare(prompts, task or pooling_task, pooling_params,
                                truncate_prompt_tokens=truncate_prompt_tokens, prompt_name=prompt_name, prompt=prompt)
         return self.execute([request], use_tqdm=use_tqdm)[0]
@@ -351,7 +354,7 @@ class Engine:
 
     def _io_processor(self) -> Any:
         if self.io_processor is None:
-            from poolkit.io_plugins.runner import not_configured_error
+            from poolkit.io_runner import not_configured_error
 
             raise not_configured_error(self)
         return self.io_processor

@@ -110,7 +110,7 @@ def install(app) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail))
 
-    from poolkit.io_plugins.interface import IOProcessorError
+    from poolkit.io_processor import IOProcessorError
 
     @app.exception_handler(IOProcessorError)
     async def _io_processor(request: Request, exc: IOProcessorError):  # bad input a 400, the plugin's bug a 500

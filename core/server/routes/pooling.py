@@ -24,7 +24,7 @@ async def run_plugin(state: Any, served: Any, data: Any, priority: int = 0) -> d
     """
     runner = served.engine.io_processor
     if runner is None:
-        from poolkit.io_plugins.runner import not_configured_error
+        from poolkit.io_runner import not_configured_error
 
         raise not_configured_error(served.engine)
     raws = list(data) if isinstance(data, (list, tuple)) else [data]

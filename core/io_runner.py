@@ -1,6 +1,11 @@
-"""The engine side of the ``plugin`` task: select an IO processor, run requests through it, isolate failures.
+"""The ``plugin`` task, orchestrated once: select an IO processor, run requests through it, isolate failures.
 
-``Engine`` builds one :class:`IOProcessorRunner` when an IO processor is configured
+The contract is :mod:`poolkit.io_processor`; this is the one place that runs it, offline
+(:meth:`IOProcessorRunner.run` / :meth:`~IOProcessorRunner.encode`, for ``Engine.encode(task="plugin")``)
+and on the server (``POST /pooling``: :meth:`~IOProcessorRunner.prepare_all` on the model's tokenizer
+thread, the engine loop, :meth:`~IOProcessorRunner.respond` on the tokenizer thread). Each raw request
+becomes a :class:`PluginRequest`, a :class:`poolkit.request.Prepared` whose ``finish`` is the
+processor's ``post_process``. ``Engine`` builds one :class:`IOProcessorRunner` when an IO processor is configured
 (``Engine(io_processor_plugin=...)``, else ``config.json``'s ``io_processor_plugin``).
 :meth:`IOProcessorRunner.run` takes a batch of raw requests: each is parsed and pre-processed on its
 own, the prompts of every request are pooled together (batched by the engine's token budget), and
@@ -11,11 +16,12 @@ in its slot; the others are unaffected. ``engine`` arguments are that :class:`po
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from poolkit.io_processor import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.isolate import run_isolated
-from poolkit.io_plugins.interface import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.params import PoolingParams
 from poolkit.errors import UnsupportedTaskError
 from poolkit.request import Prepared
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 
 CONFIG_FIELD = "io_processor_plugin"
 OPTIONS_FIELD = "io_processor_options"
+ASYNC_HOOKS = ("parse_request_async", "pre_process_async", "post_process_async")  # vLLM's; poolkit awaits none
 
 
 def installed_io_processors(engine: Any) -> list[str]:
@@ -68,6 +75,14 @@ class IOProcessorRunner:
         except UnknownNameError as exc:
             raise type(exc)(f"{source}={name!r}: {exc}") from None
         cls = self.entry.load()  # an import failure is a PluginLoadError naming the plugin
+        if not (isinstance(cls, type) and issubclass(cls, IOProcessor)):
+            raise self._error("__init__", None, TypeError(f"{cls!r} is not a poolkit.IOProcessor; subclass it"))
+        never_awaited = [m for m in ASYNC_HOOKS if hasattr(cls, m)]
+        if never_awaited:  # vLLM's async hooks: the work in them would silently never run here
+            raise self._error("__init__", None, TypeError(
+                f"{cls.__name__} defines {never_awaited}, which poolkit never calls: it runs the sync hooks, on the "
+                f"server's tokenizer thread (never on the event loop or the engine loop); move that work into "
+                f"{[m.removesuffix('_async') for m in never_awaited]}"))
         hf = engine.model_config.hf_config
         self.context = IOProcessorContext(
             name=name, plugin=self.entry.plugin, tokenizer=engine.tokenizer, model_config=engine.model_config,
@@ -75,11 +90,6 @@ class IOProcessorRunner:
             supported_tasks=tuple(t for t in engine.supported_tasks if t != "plugin"),
             options=dict(getattr(hf, OPTIONS_FIELD, None) or {}))
         self.processor: IOProcessor = self._call("__init__", None, cls, self.context)
-        missing = [m for m in ("parse_request", "merge_pooling_params", "pre_process", "post_process",
-                               "output_to_response") if not callable(getattr(self.processor, m, None))]
-        if missing:
-            raise self._error("__init__", None, TypeError(f"{cls.__name__} lacks {missing}; subclass "
-                                                            f"poolkit.io_plugins.interface.IOProcessor"))
         task = getattr(self.processor, "task", None)
         if task not in self.context.supported_tasks:
             raise self._error("__init__", None, ValueError(
@@ -113,36 +123,21 @@ class IOProcessorRunner:
 
     # --- one request, in stages (the server interleaves these across requests) -----------------
 
-    def prepare(self, raw: Any, params: PoolingParams | None = None, index: int | None = None) -> PluginRequest:
-        """parse_request -> merge_pooling_params -> pre_process -> tokenize (``Engine.prepare``)."""
+    def prepare(self, raw: Any, params: PoolingParams | None = None, index: int | None = None,
+                **options: Any) -> PluginRequest:
+        """parse_request -> merge_pooling_params -> pre_process -> tokenize (``Engine.prepare``, with ``options``:
+        its ``truncate_prompt_tokens``, ``prompt_name``, ``prompt``)."""
         p = self.processor
         data = self._call("parse_request", index, p.parse_request, raw)
         merged = self._call("merge_pooling_params", index, p.merge_pooling_params, params)
         prompts = self._call("pre_process", index, p.pre_process, data, merged)
-        return self._tokenize(data, prompts, merged, index)
-
-    async def prepare_async(self, raw: Any, params: PoolingParams | None = None,
-                            index: int | None = None) -> PluginRequest:
-        p = self.processor
-        try:
-            data = await p.parse_request_async(raw)
-        except Exception as exc:
-            raise self._error("parse_request", index, exc) from exc
-        merged = self._call("merge_pooling_params", index, p.merge_pooling_params, params)
-        try:
-            prompts = await p.pre_process_async(data, merged)
-        except Exception as exc:
-            raise self._error("pre_process", index, exc) from exc
-        return self._tokenize(data, prompts, merged, index)
-
-    def _tokenize(self, data: Any, prompts: Any, params: PoolingParams, index: int | None) -> PluginRequest:
-        if not isinstance(params, PoolingParams):
+        if not isinstance(merged, PoolingParams):
             raise self._error("merge_pooling_params", index,
-                              TypeError(f"expected PoolingParams, got {type(params).__name__}"))
-        task = params.task or self.processor.task
+                              TypeError(f"expected PoolingParams, got {type(merged).__name__}"))
         # the prompts pre_process built are checked like any request's (length limit, vocabulary)
-        prepared = self._call("pre_process (its prompts were rejected)", index, self.engine.prepare, prompts, task,
-                              params)
+        prepared = self._call("pre_process (its prompts were rejected)", index,
+                              functools.partial(self.engine.prepare, **options), prompts,
+                              merged.task or p.task, merged)
         return PluginRequest(prepared.adapter, prepared.tokens, prepared.params, self,
                              index if index is not None else 0, data)
 
@@ -150,11 +145,11 @@ class IOProcessorRunner:
         """:meth:`prepare` for each raw request of a batch (the server's ``POST /pooling``)."""
         return [self.prepare(raw, None, i) for i, raw in enumerate(raws)]
 
-    def pool(self, requests: list[PluginRequest]) -> list[list[Any] | IOProcessorError]:
+    def pool(self, requests: list[PluginRequest], use_tqdm: bool = False) -> list[list[Any] | IOProcessorError]:
         """Pool the prompts of several requests together (``Engine.pool``); per request, its pooled tensors (or
         the error). A batch that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`), so
         only the request that triggers the failure gets it."""
-        outcome = run_isolated(self.engine.pool, requests, id)
+        outcome = run_isolated(functools.partial(self.engine.pool, use_tqdm=use_tqdm), requests, id)
         return [pooled if exc is None else self._error("pooling", r.index, exc)
                 for r, (pooled, exc) in zip(requests, outcome)]
 
@@ -162,20 +157,20 @@ class IOProcessorRunner:
         """post_process: the processor's output for one request."""
         return self._call("post_process", request.index, self.processor.post_process, outputs, request.data)
 
-    async def finish_async(self, request: PluginRequest, pooled: list[Any]) -> Any:
-        try:
-            return await self.processor.post_process_async(Prepared.finish(request, pooled), request.data)
-        except Exception as exc:
-            raise self._error("post_process", request.index, exc) from exc
-
     def to_response(self, output: Any, index: int | None = None) -> dict[str, Any]:
         """output_to_response, with a failure named like the other stages'."""
         return self._call("output_to_response", index, self.processor.output_to_response, output)
 
     # --- whole batches ---------------------------------------------------------------------------
 
-    def run(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
-        """Each request's output, or its :class:`IOProcessorError`; a list of raw requests is a batch."""
+    def run(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+            strict: bool = False, use_tqdm: bool = False, **options: Any) -> list[Any]:
+        """Each request's output, or its :class:`IOProcessorError`; a list of raw requests is a batch.
+
+        ``strict``: the first failure raises instead, and a request that fails before pooling raises before
+        anything is pooled. ``options``: ``Engine.prepare``'s (``truncate_prompt_tokens``, ``prompt_name``,
+        ``prompt``), for every request's prompts; ``use_tqdm``: a progress bar over the forward passes.
+        """
         raws = list(requests) if isinstance(requests, (list, tuple)) else [requests]
         if isinstance(pooling_params, (list, tuple)):
             if len(pooling_params) != len(raws):
@@ -188,26 +183,27 @@ class IOProcessorRunner:
         ready: list[PluginRequest] = []
         for i, (raw, p) in enumerate(zip(raws, params)):
             try:
-                ready.append(self.prepare(raw, p, i))
+                ready.append(self.prepare(raw, p, i, **options))
             except IOProcessorError as exc:
+                if strict:
+                    raise
                 results[i] = exc
-        for request, pooled in zip(ready, self.pool(ready)):
-            if isinstance(pooled, IOProcessorError):
-                results[request.index] = pooled
-                continue
+        for request, pooled in zip(ready, self.pool(ready, use_tqdm)):
             try:
+                if isinstance(pooled, IOProcessorError):
+                    raise pooled
                 results[request.index] = request.finish(pooled)
             except IOProcessorError as exc:
+                if strict:
+                    raise
                 results[request.index] = exc
         return results
 
-    def encode(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
-        """Like :meth:`run`, but the first failed request raises its :class:`IOProcessorError`."""
-        results = self.run(requests, pooling_params)
-        for r in results:
-            if isinstance(r, IOProcessorError):
-                raise r
-        return results
+    def encode(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None,
+               **options: Any) -> list[Any]:
+        """Like :meth:`run`, but the first failed request raises its :class:`IOProcessorError` (one that fails
+        while it is read, before anything is pooled)."""
+        return self.run(requests, pooling_params, strict=True, **options)
 
     def serve(self, data: Any, pooling_params: PoolingParams | None = None) -> dict[str, Any]:
         """The HTTP body for ``POST /pooling`` with ``task="plugin"``: ``{"data": output_to_response(...)}``.
