@@ -6,7 +6,7 @@ jobs, Ray) or the server's queue (which batches the prompts of many requests thr
 ``Engine.run_batch``). Either way the pooled tensors come back in prompt order and
 :meth:`Prepared.finish` turns them into what the caller gets, so a reader follows one named object from
 a route to its response. Subclasses change only ``finish``: pair scores (:class:`poolkit.scoring.ScorePlan`),
-an IO processor's output (:class:`poolkit.plugin.PluginRequest`).
+an IO processor's output (:class:`poolkit.io_runner.PluginRequest`).
 """
 
 from __future__ import annotations
