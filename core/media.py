@@ -7,6 +7,10 @@ a size limit); any other remote URL is refused, never fetched. Plain local paths
 Engine's own caller; from a server client (``from_client``) they obey the ``file://`` rule. Every
 failure is an :class:`InvalidRequestError` naming the image, so the server answers 400.
 
+The Engine's image path lives here too: :func:`tokenize_with_images` (texts through the input
+processor, images loaded and preprocessed, placeholder ids for batching), :func:`image_batches` and
+:func:`run_with_images` (texts through the encoder, images through the model's vision tower).
+
 Preprocessing is the checkpoint's own image processor through transformers' Pillow backend
 (``backend="pil"``), so torchvision is never needed. Pillow is imported on first use only.
 """
@@ -23,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poolkit.batch import PackedBatch, make_batches
 from poolkit.errors import InvalidInputTypeError, InvalidRequestError
+from poolkit.inputs import ImagePrompt, TokenizedPrompt
 
 DOMAINS_FLAG = "allowed_media_domains (poolkit serve --allowed-media-domains)"
 LOCAL_FLAG = "allowed_local_media_path (poolkit serve --allowed-local-media-path)"
@@ -205,3 +211,71 @@ def preprocess_image(processor: Any, image: Any, index: int = 0) -> Any:
 
 
 __all__ = ["MediaPolicy", "decode_image", "load_image", "load_image_processor", "preprocess_image"]
+
+
+# --- the Engine's image path ------------------------------------------------------------------------------
+# ``engine`` arguments are a poolkit.Engine (typed Any: the engine module imports this one).
+
+
+def has_vision_tower(model: Any) -> bool:
+    """Whether ``model`` has a vision tower (it overrides :meth:`poolkit.PoolingModel.embed_images`)."""
+    from poolkit.model.interface import PoolingModel
+
+    return type(model).embed_images is not PoolingModel.embed_images
+
+
+def tokenize_with_images(engine: Any, items: list[Any], params: list[Any], task: str,
+                         instruction: str | None) -> list[TokenizedPrompt]:
+    """Texts through the input processor; each image loaded under the media policy, preprocessed by the
+    checkpoint's image processor, with ``model.image_tokens`` placeholder ids (vLLM's CLIP: id 0)."""
+    images = [i for i, p in enumerate(items) if isinstance(p, ImagePrompt)]
+    name = f"'{engine.model_config.served_name}' ({engine.architecture})"
+    if not has_vision_tower(engine.model):
+        raise InvalidRequestError(f"Model {name} does not accept images (prompt {images[0]} is an image); "
+                                  f"it embeds text only", "input")
+    if engine.image_processor is None:
+        raise InvalidRequestError(f"Model {name} has no image processor (preprocessor_config.json, or "
+                                  f"processor_config.json's image_processor), so it cannot read images", "input")
+    if task != "embed":
+        raise InvalidRequestError(f"Images are embedded with the embed task; {task!r} takes text only", "task")
+    out: list[Any] = [None] * len(items)
+    texts = [i for i, p in enumerate(items) if not isinstance(p, ImagePrompt)]
+    if texts:
+        done = engine.input_processor([items[i] for i in texts], [params[i] for i in texts], instruction)
+        for i, t in zip(texts, done):
+            out[i] = t
+    placeholders = [0] * max(1, engine.model.image_tokens)  # what an image costs in batching and usage
+    for i in images:
+        image = load_image(items[i].image, engine.media_policy, i, items[i].from_client)
+        out[i] = TokenizedPrompt(list(placeholders), pixel_values=preprocess_image(engine.image_processor, image, i))
+    return out
+
+
+def image_batches(tokens: list[Any], max_batch_tokens: int) -> list[list[int]]:
+    """:func:`make_batches` over the texts, and over the images apart (they run through another tower)."""
+    images = [i for i, t in enumerate(tokens) if t.pixel_values is not None]
+    if not images:
+        return make_batches([len(t.ids) for t in tokens], max_batch_tokens)
+    texts = sorted(set(range(len(tokens))) - set(images))
+    return [[group[j] for j in batch] for group in (texts, images)
+            for batch in make_batches([len(tokens[i].ids) for i in group], max_batch_tokens)]
+
+
+def run_with_images(engine: Any, adapter: Any, tokens: list[Any], params: list[Any]) -> list[Any]:
+    """A batch holding images: its texts through ``engine.run_batch``, its images through ``model.embed_images``;
+    each image's embedding then goes through the task as a one-token sequence (normalize, dimensions)."""
+    import torch
+
+    images = [i for i, t in enumerate(tokens) if t.pixel_values is not None]
+    texts = sorted(set(range(len(tokens))) - set(images))
+    out: list[Any] = [None] * len(tokens)
+    if texts:
+        for i, v in zip(texts, engine.run_batch(adapter, [tokens[i] for i in texts], [params[i] for i in texts])):
+            out[i] = v
+    pixels = torch.stack([tokens[i].pixel_values for i in images]).to(engine.device)
+    one_token = PackedBatch.from_token_lists([[0]] * len(images), device=engine.device)
+    with torch.inference_mode():
+        pooled = adapter.pool(engine.model.embed_images(pixels).float(), one_token, [params[i] for i in images])
+    for i, v in zip(images, pooled):
+        out[i] = v.float().cpu()
+    return out

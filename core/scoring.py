@@ -1,30 +1,39 @@
-"""How a score request becomes pair scores: cross-encoder, bi-encoder (cosine) or late interaction (MaxSim)."""
+"""How a score request becomes pair scores: cross-encoder, bi-encoder (cosine) or late interaction (MaxSim).
+
+:func:`plan_score` validates and tokenizes a score request for the model's score type (what
+``Engine.prepare_score`` returns); :class:`ScorePlan` is that request, a :class:`poolkit.request.Prepared`
+whose ``finish`` turns the pooled tensors into one :class:`ScoringOutput` per pair.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from poolkit.params import PoolingParams
-    from poolkit.tasks import TaskAdapter
+from poolkit.errors import InvalidRequestError
+from poolkit.inputs import score_items
+from poolkit.outputs import PoolingRequestOutput, ScoringOutput
+from poolkit.params import PoolingParams
+from poolkit.request import Prepared, request_id
 
 
 @dataclass
-class ScorePlan:
+class ScorePlan(Prepared):
     """A tokenized score request: what to run, and how to turn its pooled outputs into pair scores."""
 
-    kind: str  # cross-encoder | bi-encoder | late-interaction
-    adapter: TaskAdapter
-    tokens: list[Any]
-    params: list[PoolingParams]
-    first: list[Any]  # per pair: the first text (late interaction: its key in ``unique``)
-    second: list[Any]
-    unique: list[Any]  # what was embedded, once each: texts (bi-encoder), (role, text) keys (late interaction)
+    kind: str = "cross-encoder"  # cross-encoder | bi-encoder | late-interaction
+    first: list[Any] | None = None  # per pair: the first text (late interaction: its key in ``unique``)
+    second: list[Any] | None = None
+    unique: list[Any] | None = None  # what was embedded, once each: texts (bi-encoder), (role, text) keys (late interaction)
 
-    def finish(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
+    def finish(self, pooled: list[torch.Tensor]) -> list[PoolingRequestOutput]:
+        """One :class:`ScoringOutput` per pair, with the token ids the pair was scored from."""
+        return [PoolingRequestOutput(request_id(), ids, ScoringOutput(score))
+                for ids, score in zip(self.pair_token_ids(), self.scores(pooled))]
+
+    def scores(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
         """One ``(1,)`` score per pair."""
         if self.kind == "cross-encoder":
             return [p.reshape(1) for p in pooled]
@@ -41,9 +50,52 @@ class ScorePlan:
         ids = {text: t.ids for text, t in zip(self.unique, self.tokens)}
         return [ids[a] + ids[b] for a, b in zip(self.first, self.second)]
 
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(t.ids) for t in self.tokens)
+
+def prepare_pairs(engine: Any, first: list[str], second: list[str], task: str,
+                  pooling_params: PoolingParams | list[PoolingParams] | None = None,
+                  truncate_prompt_tokens: int | None = None) -> Prepared:
+    """Text pairs tokenized together, as a cross-encoder reads them (the model's pair template, e.g.
+    Qwen3-Reranker's, else the tokenizer's pair encoding), after the task checked every params."""
+    params = engine.params_for(pooling_params, len(first), truncate_prompt_tokens)
+    adapter = engine.checked_task(task, params)
+    texts = [engine.model.format_score_pair(a, b) for a, b in zip(first, second)]
+    if texts and texts[0] is not None:  # the template carries its own special tokens
+        return Prepared(adapter, engine.input_processor(texts, params, add_special_tokens=False), params)
+    return Prepared(adapter, engine.input_processor.pairs(first, second, params), params)
+
+
+def plan_score(engine: Any, text_1: Any, text_2: Any, pooling_params: PoolingParams | None = None, *,
+               truncate_prompt_tokens: int | None = None) -> ScorePlan:
+    """Validate and tokenize a score request on ``engine`` (a :class:`poolkit.Engine`) for its score type."""
+    first, second = score_items(text_1), score_items(text_2)  # texts, or image prompts for a bi-encoder
+    if not first or not second:
+        name = "text_1" if not first else "text_2"
+        raise InvalidRequestError(f"{name} is empty: at least one {'query' if not first else 'document'} is "
+                                  f"needed to score", name)
+    if len(first) == 1:
+        first = first * len(second)
+    if len(first) != len(second):
+        raise InvalidRequestError("Input lengths must be either 1:1, 1:N or N:N")
+    kind = engine.score_type
+    if kind == "cross-encoder":
+        pairs = prepare_pairs(engine, first, second, "score", pooling_params, truncate_prompt_tokens)
+        return ScorePlan(pairs.adapter, pairs.tokens, pairs.params, kind, first, second, [])
+    base = (pooling_params or PoolingParams()).model_copy(update={"normalize": True})
+    if kind == "bi-encoder":  # embed each distinct text once, normalized
+        unique = list(dict.fromkeys(first + second))
+        embed = engine.prepare(unique, "embed", base, truncate_prompt_tokens=truncate_prompt_tokens)
+        return ScorePlan(embed.adapter, embed.tokens, embed.params, kind, first, second, unique)
+    # late interaction: queries and documents may be encoded differently (PyLate): each distinct one once
+    queries, docs = list(dict.fromkeys(first)), list(dict.fromkeys(second))
+    prompts = engine.model_config.st.prompts if engine.model_config.st else {}
+    q = engine.prepare(queries, "token_embed", base, role="query", prompt_name="query" if "query" in prompts else None,
+                       truncate_prompt_tokens=truncate_prompt_tokens)
+    d = engine.prepare(docs, "token_embed", base, role="document",
+                       prompt_name="document" if "document" in prompts else None,
+                       truncate_prompt_tokens=truncate_prompt_tokens)
+    keys = [("query", t) for t in queries] + [("document", t) for t in docs]
+    return ScorePlan(q.adapter, q.tokens + d.tokens, q.params + d.params, kind,
+                     [("query", t) for t in first], [("document", t) for t in second], keys)
 
 
 @dataclass

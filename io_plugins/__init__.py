@@ -1,8 +1,8 @@
 """Built-in IO processors for the ``plugin`` task, registered through the ``io_plugins`` entry point.
 
 They register exactly as a third-party one does: a name and a lazy ``"module:Class"`` target, so
-listing plugins imports none of them. The interface is :mod:`poolkit.io_plugins.interface`; the
-engine side (selection, batching, per-request failures) is :mod:`poolkit.io_plugins.runner`.
+listing plugins imports none of them. The interface is :mod:`poolkit.io_processor`; the
+engine side (selection, batching, per-request failures) is :mod:`poolkit.io_runner`.
 
 - ``sparse-lexical``: sparse weights as ``{token: weight}``: BGE-M3's (task ``token_classify``) or a
   SPLADE model's vocabulary vector (task ``embed``).

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from poolkit.io_plugins.interface import IOProcessor
+from poolkit.io_processor import IOProcessor
 from poolkit.params import PoolingParams
 
 

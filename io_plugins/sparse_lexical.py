@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from poolkit.config import SPLADE_STRATEGIES
-from poolkit.io_plugins.interface import IOProcessor
+from poolkit.io_processor import IOProcessor
 from poolkit.params import PoolingParams
 
 

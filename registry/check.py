@@ -28,7 +28,7 @@ BASES = {
     "architectures": "poolkit.model.interface:PoolingModel",
     "poolers": "poolkit.pooling:PoolingMethod",
     "tasks": "poolkit.tasks:TaskAdapter",
-    "io_processors": "poolkit.io_plugins.interface:IOProcessor",
+    "io_processors": "poolkit.io_processor:IOProcessor",
 }
 """Kind -> its base class (activations are plain callables)."""
 

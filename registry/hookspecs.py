@@ -89,5 +89,5 @@ def register_io_processors(register: Callable[..., None]) -> None:
     """Register IO processors run at both ends of the ``plugin`` task.
 
     :param register: ``register(name: str, target: str)``; ``target`` is ``"module:Class"`` of a
-        :class:`poolkit.io_plugins.interface.IOProcessor` (see docs/plugins.md).
+        :class:`poolkit.io_processor.IOProcessor` (see docs/plugins.md).
     """

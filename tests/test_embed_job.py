@@ -218,7 +218,7 @@ def test_progress_bar_advances_per_forward_pass(tiny_bert_dir, tmp_path, capsys,
     counts = [int(c) for c in re.findall(r"\b(\d+)/40\b", err)]
     assert counts[0] == 0 and counts[-1] == 40 and counts == sorted(counts), err
     between = sorted({c for c in counts if c % 16 and c != 40})
-    passes = sum(len(make_batches([len(t.ids) for t in engine.prepare(texts[i:i + 16], "embed")[1]], 48))
+    passes = sum(len(make_batches([len(t.ids) for t in engine.prepare(texts[i:i + 16], "embed").tokens], 48))
                  for i in range(0, 40, 16))
     assert passes > 3 and len(set(counts) - {0}) == passes and between, (passes, counts)  # one step per pass
     assert f"batches={passes}" in err and "wrote 40 embeddings of 32 dimensions" in err
@@ -274,11 +274,11 @@ def test_the_job_runs_its_forward_passes_through_engine_pool(engine, tmp_path, m
     calls, real_pool, real_batch = [], engine.pool, engine.run_batch
     in_pool = []
 
-    def pool(adapter, tokens, params, **kwargs):
-        calls.append((len(tokens), kwargs.get("on_batch") is not None))
+    def pool(requests, **kwargs):
+        calls.append((sum(len(r.tokens) for r in requests), kwargs.get("on_batch") is not None))
         in_pool.append(True)
         try:
-            return real_pool(adapter, tokens, params, **kwargs)
+            return real_pool(requests, **kwargs)
         finally:
             in_pool.pop()
 

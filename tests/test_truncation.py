@@ -124,6 +124,6 @@ def test_engine_tokenizes_a_bounded_prefix_of_a_1mb_document():
             return real(text, *args, **kwargs)
 
     engine.input_processor.tokenizer = Recording()
-    _, tokens, _ = engine.prepare([doc], "embed")
+    tokens = engine.prepare([doc], "embed").tokens
     assert tokens[0].ids == real(doc, truncation=True, max_length=engine.max_model_len)["input_ids"]
     assert max(seen) < 20 * engine.max_model_len  # a prefix of a few thousand characters, never the megabyte

@@ -1,9 +1,9 @@
 """The batch job itself: :func:`run_job` streams an input through an :class:`~poolkit.Engine` into an output.
 
 ``poolkit embed INPUT -o OUTPUT`` is :func:`run_job`. The input is read in chunks of ``chunk_size``
-texts; each chunk is tokenized and run through :meth:`Engine.pool <poolkit.Engine.pool>` (the
-engine's pooling loop: batches under its token budget, one ``on_batch`` call per forward pass, which
-moves the progress bar), then written and dropped, so memory stays flat whatever the input's size.
+texts; each chunk is prepared (``Engine.prepare``) and run through :meth:`Engine.execute
+<poolkit.Engine.execute>` (the engine's pooling loop: batches under its token budget, one ``on_batch``
+call per forward pass, which moves the progress bar), then written and dropped, so memory stays flat whatever the input's size.
 Malformed rows stop the job with their line number (``on_error="stop"``) or are skipped, reported one
 line each and counted (``"skip"``); never dropped silently. Reports go to the ``poolkit.jobs`` logger
 (or to :func:`run_job`'s ``log`` stream); the library prints nothing but its progress bar. An
@@ -148,7 +148,6 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
                      overwrite_hint="overwrite=True replaces it")
     params = PoolingParams(dimensions=job.dimensions, normalize=job.normalize, use_activation=job.use_activation,
                            truncate_prompt_tokens=job.truncate_prompt_tokens)
-    adapter = engine.task(job.task)
     engine.prepare(["probe"], job.task, params, prompt_name=job.prompt_name)  # options fail now, not mid-job
     reader = open_reader(job.source, job.input_format, job.text_field, job.id_field)
     column = job.output_column or OUTPUT_COLUMNS[job.task]
@@ -221,21 +220,21 @@ def run_job(engine: Any, job: EmbedJob, *, log: Any = None) -> JobResult:
 
         for chunk, cursor in _chunks(reader.rows(manifest["cursor"]), job.chunk_size):
             any_record = True
-            good, tokens, row_params, failed = _prepare(engine, job, params, [r for r in chunk if not r.error])
+            good, requests, failed = _prepare(engine, job, params, [r for r in chunk if not r.error])
             for row, reason in sorted([(r, r.error) for r in chunk if r.error] + failed, key=lambda f: f[0].index):
                 report(row, reason)  # in input order: with on_error="stop", the first one stops the job
                 skipped += 1
             if bar is not None and len(good) < len(chunk):
                 bar.update(len(chunk) - len(good))  # the skipped rows are done too
-            pooled = engine.pool(adapter, tokens, row_params, on_batch=forward_pass_done)  # in input order
-            values: list[Any] = [value.numpy() for value in pooled]
+            results = engine.execute(requests, on_batch=forward_pass_done)  # per request, in input order
+            values: list[Any] = [o.outputs.data.numpy() for outputs in results for o in outputs]
             if values:
                 dim = int(values[0].shape[-1])
             changes = writer.write(good, values)  # durable before the manifest says so
             rows_done += len(good)
             if state is not None:
                 state.commit(cursor=cursor, rows=rows_done, skipped=skipped, dim=dim, **changes)
-            del chunk, good, tokens, pooled, values
+            del chunk, good, requests, results, values
             release_freed_memory(collect=False)  # the chunk's heap back to the OS: RSS stays flat
         if not any_record:
             raise NothingEmbeddedError(f"nothing to embed: {reader.name} has no rows")
@@ -295,26 +294,24 @@ def _chunks(rows: Iterator[tuple[Row, dict[str, int]]], size: int) -> Iterator[t
         yield chunk, cursor
 
 
-def _prepare(engine: Any, job: EmbedJob, params: Any, rows: list[Row]) -> tuple[list[Row], list[Any], list[Any], list]:
-    """Tokenize a chunk; if the engine refuses it, find the rows it refuses (a text longer than the model takes)."""
+def _prepare(engine: Any, job: EmbedJob, params: Any, rows: list[Row]) -> tuple[list[Row], list[Any], list]:
+    """A chunk as prepared requests (one for the chunk; one per row when the engine refuses some rows: a text
+    longer than the model takes), the rows they hold and the refused rows with their reasons."""
     if not rows:
-        return [], [], [], []
+        return [], [], []
     try:
-        _, tokens, row_params = engine.prepare([r.text for r in rows], job.task, params, prompt_name=job.prompt_name)
-        return rows, tokens, row_params, []
+        return rows, [engine.prepare([r.text for r in rows], job.task, params, prompt_name=job.prompt_name)], []
     except (ValueError, TypeError):
         pass
-    good, tokens, row_params, failed = [], [], [], []
+    good, requests, failed = [], [], []
     for row in rows:
         try:
-            _, t, p = engine.prepare([row.text], job.task, params, prompt_name=job.prompt_name)
+            requests.append(engine.prepare([row.text], job.task, params, prompt_name=job.prompt_name))
         except (ValueError, TypeError) as exc:
             failed.append((row, _row_reason(exc)))
             continue
         good.append(row)
-        tokens += t
-        row_params += p
-    return good, tokens, row_params, failed
+    return good, requests, failed
 
 
 def _row_reason(exc: Exception) -> str:

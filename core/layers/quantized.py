@@ -17,17 +17,21 @@ eagerly (same numbers, slower). ``POOLKIT_INT8_COMPILE=0`` forces eager.
 from __future__ import annotations
 
 import functools
-
+import logging
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from poolkit.layers.linear import _plain_act
+
+logger = logging.getLogger("poolkit.engine")  # the calibration's one line, as the Engine logged it
 
 QUANTIZATIONS = ("int8",)
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7)  # SmoothQuant migration strengths a layer chooses from
@@ -230,3 +234,24 @@ def calibrate(model: nn.Module, run: Callable[[], object], alpha: float | None =
         for layer in layers:
             layer.finalize(alpha)
     return len(layers)
+
+
+def calibrate_model(model: nn.Module, tokenizer: Any, max_model_len: int, device: Any) -> None:
+    """``quantization="int8"`` at load: :func:`calibrate` over :data:`poolkit.quantize.CALIBRATION_TEXTS` (fixed,
+    so the quantized model is the same every load), then one pass that compiles the int8 kernels now, not in
+    the first request."""
+    from poolkit.quantize import CALIBRATION_TEXTS
+
+    ids = tokenizer(CALIBRATION_TEXTS, truncation=True, max_length=max_model_len)["input_ids"]
+    n = calibrate(model, functools.partial(_forward, model, ids, device))
+    started = time.perf_counter()
+    _forward(model, ids[:4], device)
+    logger.info("int8: %d linears quantized, activation ranges from %d calibration texts; kernels ready in %.1f s",
+                n, len(ids), time.perf_counter() - started)
+
+
+def _forward(model: nn.Module, ids: list[list[int]], device: Any) -> None:
+    from poolkit.batch import PackedBatch
+
+    with torch.inference_mode():
+        model(PackedBatch.from_token_lists(ids, device=device))

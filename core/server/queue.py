@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import logging
 import threading
@@ -36,6 +37,7 @@ from typing import Any
 
 from poolkit.batch import batch_fits
 from poolkit.isolate import run_isolated
+from poolkit.request import Prepared, per_request
 from poolkit.server.engine_loop import EngineLoop
 from poolkit.server.errors import APIError, Overloaded
 
@@ -95,8 +97,7 @@ class _Item:
 class _Job:
     """A request handed to an idle engine loop before tokenization: the loop prepares it itself."""
 
-    prepare: Callable[[], Any]
-    split: Callable[[Any], tuple[Any, list, list]]
+    prepare: Callable[[], Prepared | list[Prepared]]
     request: _Request
     prepared: Any = None
 
@@ -131,17 +132,14 @@ class ModelWorker:
 
     # --- request side (event loop) -----------------------------------------------------------------
 
-    async def run(self, prepare: Callable[[], Any], split: Callable[[Any], tuple[Any, list, list]] = tuple,
-                  direct: bool = True, priority: int = 0) -> tuple[Any, list[Any]]:
-        """``prepare()`` on the tokenizer thread, which queues its prompts for the engine loop itself (no
-        hop back through the event loop); returns what ``prepare`` returned and the pooled tensors in order.
-
-        ``split`` turns that value into (task adapter, tokenized prompts, params), e.g. for a ScorePlan;
-        the adapter may be a list, one per prompt. ``direct=False`` keeps ``prepare`` off the engine
-        loop's thread even when it is idle (third-party code that could hang it). ``priority``: lower
-        is served first (default 0). If the caller is cancelled (its client went away), the request's
-        queued prompts are dropped before they are computed.
-        """
+    async def run(self, prepare: Callable[..., Prepared | list[Prepared]], *args: Any, direct: bool = True,
+                  priority: int = 0, **kwargs: Any) -> tuple[Any, list[Any]]:
+        """``prepare(*args, **kwargs)`` (``Engine.prepare``...: a :class:`Prepared` or a list) on the tokenizer
+        thread, which queues its prompts for the engine loop itself; returns it and its pooled tensors in
+        prompt order (for a list: one list per request), for :meth:`Prepared.finish`. ``direct=False`` keeps
+        ``prepare`` off the idle engine loop's thread (third-party code that could hang it). ``priority``:
+        lower is served first. A cancelled caller's queued prompts are dropped before they are computed."""
+        prepare = functools.partial(prepare, *args, **kwargs)
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), priority)
         big = self._is_big()
@@ -155,16 +153,18 @@ class ModelWorker:
             # under load the tokenizer thread does it while the loop runs the current batch
             job = None
             if direct and not big and self.engine_loop.idle and len(self._jobs) < _MAX_DIRECT_JOBS:
-                job = _Job(prepare, split, request)
+                job = _Job(prepare, request)
                 self._jobs.append(job)
                 self._cv.notify_all()
         try:
             if job is not None:
                 pooled = await request.future
-                return job.prepared, pooled
-            prepared, queued = await self._in_tokenizer_thread(loop, self._prepare_and_queue, prepare, split, request,
-                                                               big, big=big)
-            return prepared, (await request.future if queued else [])
+                prepared = job.prepared
+            else:
+                prepared, queued = await self._in_tokenizer_thread(loop, self._prepare_and_queue, prepare, request,
+                                                                   big, big=big)
+                pooled = await request.future if queued else []
+            return prepared, (per_request(prepared, pooled) if isinstance(prepared, list) else pooled)
         except asyncio.CancelledError:
             self.cancel(request)
             raise
@@ -248,21 +248,21 @@ class ModelWorker:
                 if self.metrics:
                     self.metrics.cancelled_prompts.inc(len(queued))
 
-    def _prepare_and_queue(self, prepare: Callable[[], Any], split: Callable, request: _Request,
+    def _prepare_and_queue(self, prepare: Callable[[], Prepared | list[Prepared]], request: _Request,
                            own_tokenizer: bool = False) -> tuple[Any, bool]:
         if own_tokenizer:  # the bulk thread: nobody else uses its tokenizer
             prepared = prepare()
         else:
             with self._tokenizer_lock:
                 prepared = prepare()
-        adapter, tokens, params = split(prepared)
-        if not tokens:
+        prompts = [(r.adapter, t, p) for r in (prepared if isinstance(prepared, list) else [prepared])
+                   for t, p in zip(r.tokens, r.params)]
+        if not prompts:
             return prepared, False
-        n_tokens = sum(len(t.ids) for t in tokens)
+        n_tokens = sum(len(t.ids) for _, t, _ in prompts)
         if n_tokens > self.max_queue_tokens:  # could never be admitted: not a retry-later 429
             raise APIError(413, f"This request has {n_tokens} tokens, more than max_queue_tokens={self.max_queue_tokens}")
-        adapters = adapter if isinstance(adapter, list) else [adapter] * len(tokens)
-        items = [_Item(a, t, p, request, i) for i, (a, t, p) in enumerate(zip(adapters, tokens, params))]
+        items = [_Item(a, t, p, request, i) for i, (a, t, p) in enumerate(prompts)]
         items.sort(key=lambda item: -len(item.tokens.ids))  # longest first, as the offline Engine batches
         request.expect(len(items))
         with self._cv:
@@ -284,7 +284,7 @@ class ModelWorker:
     def _prepare_job(self, job: _Job) -> None:
         """Engine loop side: tokenize and queue a request that came while the loop was idle."""
         try:
-            job.prepared, queued = self._prepare_and_queue(job.prepare, job.split, job.request)
+            job.prepared, queued = self._prepare_and_queue(job.prepare, job.request)
         except Exception as exc:  # bad input: the handler gets its 4xx (or a bug its 500)
             _post(job.request.future, None, exc)
             return

@@ -85,8 +85,8 @@ def test_mixed_prompts_keep_their_order_and_batching_changes_nothing(engine, cli
     small = Engine(str(clip_dir), max_batch_tokens=40)  # two images (17 tokens each) per forward pass
     assert testing.max_abs_diff(torch.stack([o.outputs.data for o in small.embed(prompts)]), got) <= 1e-6
     # the server's batches mix texts and images: run_batch splits them across the towers
-    adapter, tokens, params = engine.prepare(prompts, "embed")
-    assert testing.max_abs_diff(torch.stack(engine.run_batch(adapter, tokens, params)), got) <= 1e-6
+    prepared = engine.prepare(prompts, "embed")
+    assert testing.max_abs_diff(torch.stack(engine.run_batch(prepared.adapter, prepared.tokens, prepared.params)), got) <= 1e-6
 
 
 def test_text_image_score_and_rerank_are_cosine(engine, reference):

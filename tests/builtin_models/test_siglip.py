@@ -85,7 +85,7 @@ def test_text_image_score_is_cosine(engine, reference):
 def test_mixed_batch_and_bfloat16(siglip_dir, engine):
     prompts = [TEXTS[0], image(sample_images(1)[0]), TEXTS[1]]
     fp32 = torch.stack([o.outputs.data for o in engine.embed(prompts)])
-    adapter, tokens, params = engine.prepare(prompts, "embed")
-    assert testing.max_abs_diff(torch.stack(engine.run_batch(adapter, tokens, params)), fp32) <= 1e-6
+    prepared = engine.prepare(prompts, "embed")
+    assert testing.max_abs_diff(torch.stack(engine.run_batch(prepared.adapter, prepared.tokens, prepared.params)), fp32) <= 1e-6
     bf16 = torch.stack([o.outputs.data for o in Engine(str(siglip_dir), dtype="bfloat16").embed(prompts)])
     assert float(F.cosine_similarity(bf16, fp32).min()) >= 0.99

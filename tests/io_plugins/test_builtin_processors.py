@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from poolkit import Engine, PoolingParams, testing
-from poolkit.io_plugins.interface import IOProcessorError
+from poolkit.io_processor import IOProcessorError
 from poolkit.io_plugins.long_text import LongTextEmbedding
 from poolkit.io_plugins.sparse_lexical import LexicalWeights
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from poolkit import Engine, testing
-from poolkit.io_plugins.interface import IOProcessorError
+from poolkit.io_processor import IOProcessorError
 from poolkit.registry import PluginLoadError, get_host
 
 ROOT = Path(__file__).resolve().parents[2]

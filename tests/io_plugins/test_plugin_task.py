@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 
 from poolkit import Engine, PoolingParams, testing
-from poolkit.io_plugins.interface import IOProcessor, IOProcessorError
+from poolkit.io_processor import IOProcessor, IOProcessorError
 from poolkit.registry import PluginLoadError, UnknownNameError, UnknownTaskError
 
 
@@ -146,19 +146,52 @@ def test_processor_whose_module_fails_to_import(tiny_bert_dir, fresh_host):
         assert engine.encode("still fine", task="plugin")[0].num_chunks == 1
 
 
-def test_async_stages(tiny_bert_dir, parts):
+def test_the_plugin_task_honours_encodes_options_and_fails_a_bad_request_before_pooling(tiny_bert_dir, parts,
+                                                                                          monkeypatch):
     engine = Engine(str(tiny_bert_dir), io_processor_plugin="sum")
-    runner = engine.io_processor
+    texts, raw = ["a longer text about pooling tokens into one vector", "another"], PoolingParams(normalize=False)
+    for options in ({"truncate_prompt_tokens": 4}, {"prompt": "query: "}):
+        [got] = engine.encode({"texts": texts}, task="plugin", pooling_params=raw, **options)
+        want = sum(o.outputs.data for o in engine.embed(texts, raw, **options))
+        assert testing.max_abs_diff(torch.tensor(got), want) <= 1e-6, options
+        [plain] = engine.encode({"texts": texts}, task="plugin", pooling_params=raw)
+        assert testing.max_abs_diff(torch.tensor(plain), want) > 1e-3, options  # the option changed the result
+    passes, real = [], engine.run_batch
+    monkeypatch.setattr(engine, "run_batch", lambda *args: passes.append(len(args[1])) or real(*args))
+    with pytest.raises(IOProcessorError, match="failed in pre_process for request 2"):
+        engine.encode([{"texts": ["fine"]}, {"texts": ["also fine"]}, {"texts": ["boom"]}], task="plugin")
+    assert passes == []  # refused before anything was pooled
+    engine.encode([{"texts": ["fine"]}, {"texts": ["also fine"]}], task="plugin")
+    assert passes == [2]  # both requests' prompts in one forward pass
 
-    async def serve(raw):
-        request = await runner.prepare_async(raw, None, 0)
-        [outputs] = runner.pool([request])
-        return runner.to_response(await runner.finish_async(request, outputs))
 
-    body = asyncio.run(serve({"texts": ["async path"]}))
-    assert body == {"data": engine.encode({"texts": ["async path"]}, task="plugin")[0]}
-    with pytest.raises(IOProcessorError, match="pre_process"):
-        asyncio.run(serve({"texts": ["boom"]}))
+def test_async_hooks_are_not_part_of_the_contract_and_a_processor_defining_one_is_refused(tiny_bert_dir, fresh_host):
+    """poolkit runs the sync hooks (the server: on the model's tokenizer thread); vLLM's *_async would silently
+    never run, so a processor that defines one fails when the Engine is built, saying where the work goes."""
+    assert [m for m in dir(IOProcessor) if m.endswith("_async")] == []
+
+    class AwaitsIO(SumOfEmbeddings):
+        async def pre_process_async(self, data, params):
+            await asyncio.sleep(0)
+            return data.texts
+
+    with testing.plugin_parts(io_processors={"awaits": AwaitsIO}):
+        with pytest.raises(IOProcessorError, match=r"'awaits'.*failed in __init__.*defines \['pre_process_async'\], "
+                                                   r"which poolkit never calls.*into \['pre_process'\]"):
+            Engine(str(tiny_bert_dir), io_processor_plugin="awaits")
+
+
+def test_a_class_that_is_not_an_io_processor_is_refused_by_isinstance(tiny_bert_dir, fresh_host):
+    class DuckTyped:  # every method, no base class
+        task = "embed"
+        parse_request = merge_pooling_params = pre_process = post_process = output_to_response = print
+
+        def __init__(self, ctx):
+            pass
+
+    with testing.plugin_parts(io_processors={"duck": DuckTyped}):
+        with pytest.raises(IOProcessorError, match=r"failed in __init__.*is not a poolkit.IOProcessor; subclass it"):
+            Engine(str(tiny_bert_dir), io_processor_plugin="duck")
 
 
 def test_plugin_parts_never_displaces_a_registered_part(fresh_host):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from poolkit import Engine
-from poolkit.io_plugins.interface import IOProcessorError
+from poolkit.io_processor import IOProcessorError
 from poolkit.io_plugins.sparse_lexical import LexicalWeights
 from tests.builtin_models.builders_splade import build_tiny_mlm, save_as_sparse_encoder
 

@@ -326,3 +326,30 @@ def test_a_server_error_logs_one_traceback_and_client_errors_none(server, engine
                        ("/v1/embeddings", {"model": "nope", "input": "x"}), ("/rerank", {"query": 1})):
         assert 400 <= post(server, path, **body).status_code < 500
     assert not [rec for rec in caplog.records if rec.exc_info]
+
+
+def test_embeddings_request_looks_up_its_model_and_normalizes_its_prompts_once(server, engines, monkeypatch):
+    """Issue 22: each request field is read once, where it is defined (not once per module it passes)."""
+    import poolkit.engine
+    import poolkit.server.routes.common
+    from poolkit.inputs import Prompts, normalize_prompts
+    from poolkit.server.state import ServerState
+
+    lookups, normalized = [], []
+    real_model = ServerState.model
+
+    def model(self, name):
+        lookups.append(name)
+        return real_model(self, name)
+
+    def normalize(prompts):
+        if not isinstance(prompts, Prompts):  # a list normalized already passes through untouched
+            normalized.append(prompts)
+        return normalize_prompts(prompts)
+
+    monkeypatch.setattr(ServerState, "model", model)
+    for module in (poolkit.engine, poolkit.server.routes.common):
+        monkeypatch.setattr(module, "normalize_prompts", normalize)
+    r = post(server, "/v1/embeddings", model="embedder", input=["one", "two"], dimensions=16)
+    assert r.status_code == 200 and len(r.json()["data"][1]["embedding"]) == 16
+    assert lookups == ["embedder"] and normalized == [["one", "two"]]

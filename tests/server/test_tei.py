@@ -95,7 +95,7 @@ def test_feature_extraction_truncation_left_keeps_the_last_tokens(live, st, st_d
     tok.truncation_side = "left"
     left = tok(LONG, truncation=True, max_length=16)["input_ids"]
     assert left[0] == right[0] and left[-1] == right[-1] and left[1:-1] != right[1:-1]  # [CLS] ... [SEP] kept
-    _, [tokens], _ = st.prepare(LONG, "embed", PoolingParams(truncation_side="left"))
+    [tokens] = st.prepare(LONG, "embed", PoolingParams(truncation_side="left")).tokens
     assert tokens.ids == left  # the input processor's left truncation is the tokenizer's
     want_left, want_right = (st.embed([ids])[0].outputs.data for ids in (left, right))
     assert testing.max_abs_diff(want_left, want_right) > 1e-3

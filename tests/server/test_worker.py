@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 
+from poolkit.request import Prepared
 from poolkit.server.errors import APIError
 from poolkit.server.engine_loop import EngineLoop
 from poolkit.server.queue import ModelWorker
@@ -30,7 +32,7 @@ class FakeEngine:
         if any(t == "bad" for t in texts):
             raise ValueError("bad input")
         tokens = [SimpleNamespace(ids=list(range(len(t)))) for t in texts]
-        return self.adapter, tokens, [None] * len(texts)
+        return Prepared(self.adapter, tokens, [None] * len(texts))
 
     def run_batch(self, adapter, tokens, params):
         time.sleep(self.forward_seconds)
@@ -56,7 +58,7 @@ def loop_and_worker():
 
 
 def run(worker, engine, texts):
-    return worker.run(lambda: engine.prepare(texts))
+    return worker.run(engine.prepare, texts)
 
 
 def test_idle_loop_tokenizes_itself_busy_loop_leaves_it_to_the_tokenizer_thread(loop_and_worker):
@@ -65,8 +67,8 @@ def test_idle_loop_tokenizes_itself_busy_loop_leaves_it_to_the_tokenizer_thread(
 
     async def scenario():
         await asyncio.sleep(0.05)  # the loop is waiting for work
-        (_, tokens, _), pooled = await run(worker, engine, ["abc", "de"])
-        assert pooled == [3, 2] and len(tokens) == 2
+        prepared, pooled = await run(worker, engine, ["abc", "de"])
+        assert pooled == [3, 2] and len(prepared.tokens) == 2
         first = engine.prepared_on[-1]
         # while a batch runs, more requests arrive: the tokenizer thread prepares them
         results = await asyncio.gather(*(run(worker, engine, ["x" * (i + 1)]) for i in range(12)))
@@ -101,7 +103,7 @@ def test_plugin_style_requests_never_run_on_the_engine_loop(loop_and_worker):
 
     async def scenario():
         await asyncio.sleep(0.05)
-        return await worker.run(lambda: engine.prepare(["abc"]), direct=False)
+        return await worker.run(engine.prepare, ["abc"], direct=False)
 
     assert asyncio.run(scenario())[1] == [3]
     assert engine.prepared_on == ["poolkit-tokenize_0"]
@@ -158,7 +160,7 @@ def _queued(worker, engine, texts, priority=0):
     from poolkit.server.queue import _Request
 
     request = _Request(asyncio.new_event_loop().create_future(), priority)
-    worker._prepare_and_queue(lambda: engine.prepare(texts), tuple, request)
+    worker._prepare_and_queue(partial(engine.prepare, texts), request)
     return request
 
 

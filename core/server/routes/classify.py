@@ -13,9 +13,11 @@ router = APIRouter(tags=["classify"])
 async def classify(body: ClassificationRequest, request: Request) -> ClassificationResponse:
     params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens,
                            truncation_side=body.truncation_side)
-    served, tokens, pooled = await run_prompts(get_state(request), body.model, body.input, "classify", params,
-                                               body.priority)
+    state = get_state(request)
+    served = state.model(body.model)
+    prepared, outputs = await run_prompts(state, served, body.input, "classify", params, body.priority)
     labels = served.engine.id2label
+    pooled = [o.outputs.data for o in outputs]
     data = [ClassificationData(index=i, label=labels.get(int(v.argmax())), probs=v.tolist(), num_classes=v.shape[-1])
             for i, v in enumerate(pooled)]
-    return ClassificationResponse(model=served.name, data=data, usage=usage(tokens))
+    return ClassificationResponse(model=served.name, data=data, usage=usage(prepared))

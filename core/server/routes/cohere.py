@@ -113,8 +113,8 @@ async def _bound(state: Any, served: Any, params: PoolingParams) -> float:
     key = ("int8_bound", params.dimensions)
     if key not in served.cache:
         calibration = PoolingParams(dimensions=params.dimensions, truncate_prompt_tokens=-1)
-        _, _, pooled = await run_prompts(state, served.name, CALIBRATION_TEXTS, "embed", calibration)
-        served.cache[key] = int8_bound(np.stack([v.numpy() for v in pooled]))
+        _, outputs = await run_prompts(state, served, CALIBRATION_TEXTS, "embed", calibration)
+        served.cache[key] = int8_bound(np.stack([o.outputs.data.numpy() for o in outputs]))
     return served.cache[key]
 
 
@@ -128,13 +128,13 @@ async def embed(body: EmbedRequest, request: Request):
         raise APIError(400, f"embedding_types {unknown} are not among {list(EMBEDDING_TYPES)}", "embedding_types")
     prompts, field = _inputs(body)
     params = _params(body, served.engine)
-    _, tokens, pooled = await run_prompts(state, body.model, prompts, "embed", params, body.priority,
+    prepared, outputs = await run_prompts(state, served, prompts, "embed", params, body.priority,
                                           direct=field == "texts", **_prompt(served.engine, body.input_type))
-    vectors = np.stack([v.numpy() for v in pooled])
+    vectors = np.stack([o.outputs.data.numpy() for o in outputs])
     bound = await _bound(state, served, params) if {"int8", "uint8"} & set(kinds) else None
     embeddings = {k: quantize(vectors, k, bound) for k in kinds}
     n_images = sum(isinstance(p, ImagePrompt) for p in prompts)
-    billed = {"input_tokens": sum(len(t.ids) for t, p in zip(tokens, prompts) if not isinstance(p, ImagePrompt))}
+    billed = {"input_tokens": sum(len(t.ids) for t, p in zip(prepared.tokens, prompts) if not isinstance(p, ImagePrompt))}
     if n_images:
         billed["images"] = n_images
     out: dict[str, Any] = {"id": new_id("embed"), "response_type": "embeddings_by_type", "embeddings": embeddings,

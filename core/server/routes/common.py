@@ -1,4 +1,4 @@
-"""Helpers shared by the routes: the server state, input counting, vector encoding, running prompts."""
+"""Helpers shared by the routes: the server state, input counting, vector encoding, running a request's prompts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from fastapi import Request, Response
 
 from poolkit.inputs import normalize_prompts
+from poolkit.request import Prepared
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import Usage, check_texts
 from poolkit.server.queue import request_bytes_var
@@ -46,21 +47,20 @@ def encode_vector(tensor: Any, encoding_format: str, embed_dtype: str = "float32
     return base64.b64encode(raw.tobytes()).decode("ascii")
 
 
-async def run_prompts(state: ServerState, model: str | None, prompts: Any, task: str | None,
-                      params: Any, priority: int = 0, direct: bool = True,
-                      **kwargs: Any) -> tuple[ServedModel, list[Any], list[Any]]:
-    """Validate, tokenize (tokenizer thread) and run (engine loop) one request's prompts. ``direct=False``
-    keeps the preparing off the engine loop's thread (images: decoding, fetching an allowed URL)."""
-    served = state.model(model)
-    state.check_batch_size(len(normalize_prompts(prompts)))
-    (_, tokens, _), pooled = await served.worker.run(lambda: served.engine.prepare(prompts, task, params, **kwargs),
-                                                     direct=direct, priority=priority)
-    return served, tokens, pooled
+async def run_prompts(state: ServerState, served: ServedModel, prompts: Any, task: str | None, params: Any,
+                      priority: int = 0, direct: bool = True, **kwargs: Any) -> tuple[Prepared, list[Any]]:
+    """One request's prompts counted against the batch limit, validated and tokenized (``Engine.prepare``, on the
+    tokenizer thread), run (engine loop) and finished: the :class:`Prepared` and one output per prompt.
+    ``direct=False`` keeps the preparing off the engine loop's thread (images: decoding, fetching an allowed URL)."""
+    items = normalize_prompts(prompts)
+    state.check_batch_size(len(items))
+    prepared, pooled = await served.worker.run(served.engine.prepare, items, task, params, direct=direct,
+                                               priority=priority, **kwargs)
+    return prepared, prepared.finish(pooled)
 
 
-def usage(tokens: list[Any]) -> Usage:
-    n = sum(len(t.ids) for t in tokens)
-    return Usage(prompt_tokens=n, total_tokens=n)
+def usage(prepared: Prepared) -> Usage:
+    return Usage(prompt_tokens=prepared.num_tokens, total_tokens=prepared.num_tokens)
 
 
 def require_text_list(value: Any, field: str) -> list[str]:

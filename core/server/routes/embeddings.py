@@ -25,14 +25,15 @@ async def create_embeddings(body: EmbeddingRequest, request: Request):
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize,
                            truncate_prompt_tokens=body.truncate_prompt_tokens,
                            truncation_side=body.truncation_side)
-    served = get_state(request).model(body.model)
+    state = get_state(request)
+    served = state.model(body.model)
     prompts = body.input if body.messages is None else [
         messages_prompt(body.messages, served.engine, body.add_generation_prompt, body.continue_final_message)]
     image = body.messages is not None and isinstance(prompts[0], ImagePrompt)  # decoded off the engine loop
-    served, tokens, pooled = await run_prompts(get_state(request), body.model, prompts, "embed", params,
-                                               body.priority, direct=not image, prompt_name=body.prompt_name)
-    out = EmbeddingResponse(model=served.name, data=[], usage=usage(tokens)).model_dump()
+    prepared, outputs = await run_prompts(state, served, prompts, "embed", params, body.priority, direct=not image,
+                                          prompt_name=body.prompt_name)
+    out = EmbeddingResponse(model=served.name, data=[], usage=usage(prepared)).model_dump()
     out["data"] = [{"index": i, "object": "embedding",
-                    "embedding": encode_vector(v, body.encoding_format, body.embed_dtype, body.endianness)}
-                   for i, v in enumerate(pooled)]
+                    "embedding": encode_vector(o.outputs.data, body.encoding_format, body.embed_dtype, body.endianness)}
+                   for i, o in enumerate(outputs)]
     return json_response(out)  # EmbeddingResponse's shape, vectors written by orjson

@@ -34,7 +34,8 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
         raise APIError(400, "documents is empty: at least one document is needed to rerank", "documents")
     params = PoolingParams(truncate_prompt_tokens=body.truncate_prompt_tokens,
                            truncation_side=body.truncation_side)
-    served, plan, scores = await run_score(state, body.model, [body.query], docs, params, body.priority)
+    served = state.model(body.model)
+    plan, scores = await run_score(state, served, [body.query], docs, params, body.priority)
     order = rerank_order(scores, body.top_n)
     results = [RerankResult(index=i, relevance_score=scores[i],
                             document=RerankDocument(text=docs[i]) if body.return_documents else None) for i in order]

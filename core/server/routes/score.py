@@ -1,22 +1,26 @@
 """``POST /score``: pair scores, ``text_1``/``text_2`` or ``queries``/``documents``, 1:1, 1:N or N:N."""
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from poolkit.params import PoolingParams
+from poolkit.scoring import ScorePlan
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import ScoreData, ScoreRequest, ScoreResponse, Usage
 from poolkit.server.routes.common import get_state, require_text_list
+from poolkit.server.state import ServedModel, ServerState
 
 router = APIRouter(tags=["score"])
 
 
-async def run_score(state, model, first, second, params, priority=0):
-    """Score pairs through the engine loop; returns the served model, the plan and one score per pair."""
-    served = state.model(model)
+async def run_score(state: ServerState, served: ServedModel, first: Any, second: Any, params: PoolingParams,
+                    priority: int = 0) -> tuple[ScorePlan, list[float]]:
+    """Score pairs (``Engine.prepare_score`` on the tokenizer thread, the engine loop, ``ScorePlan.finish``):
+    the plan and one score per pair."""
     state.check_batch_size(max(len(first), len(second)))
-    plan, pooled = await served.worker.run(lambda: served.engine.prepare_score(first, second, params),
-                                           lambda plan: (plan.adapter, plan.tokens, plan.params), priority=priority)
-    return served, plan, [float(s) for s in plan.finish(pooled)]
+    plan, pooled = await served.worker.run(served.engine.prepare_score, first, second, params, priority=priority)
+    return plan, [o.outputs.score for o in plan.finish(pooled)]
 
 
 @router.post("/score", response_model=ScoreResponse)
@@ -34,7 +38,9 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
                                 f"is needed to score", name)
     params = PoolingParams(use_activation=body.use_activation, truncate_prompt_tokens=body.truncate_prompt_tokens,
                            truncation_side=body.truncation_side)
-    served, plan, scores = await run_score(get_state(request), body.model, first, second, params, body.priority)
+    state = get_state(request)
+    served = state.model(body.model)
+    plan, scores = await run_score(state, served, first, second, params, body.priority)
     n = plan.num_tokens
     return ScoreResponse(model=served.name, data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
                          usage=Usage(prompt_tokens=n, total_tokens=n))

@@ -32,7 +32,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from poolkit.params import PoolingParams
-from poolkit.scoring import cosine, rerank_order
+from poolkit.request import Prepared
+from poolkit.scoring import cosine, prepare_pairs, rerank_order
 from poolkit.server.errors import APIError, Classified, classify, of_status, shaped_route, union_label
 from poolkit.server.protocol_tei import (Prediction, SimilarityParameters, SparseValue, TEIDecodeRequest,
                                          TEIEmbedAllRequest, TEIEmbedRequest, TEIEmbedSparseRequest,
@@ -183,23 +184,22 @@ def sequences(inputs: Any) -> tuple[bool, list[tuple[str, ...]]]:
     return True, [tuple(s) for s in inputs]
 
 
-def predict_tokens(engine: Any, seqs: list[tuple[str, ...]], params: PoolingParams) -> tuple[Any, list, list]:
-    """The classify task's inputs, prepared by the Engine: texts by ``Engine.prepare``, pairs by
-    ``Engine.prepare_pairs`` (tokenized together, as a cross-encoder's); each checks ``params`` first."""
+def predict_tokens(engine: Any, seqs: list[tuple[str, ...]], params: PoolingParams) -> Prepared:
+    """The classify task's inputs, prepared as the Engine prepares them: texts by ``Engine.prepare``, pairs by
+    :func:`poolkit.scoring.prepare_pairs` (tokenized together, as a cross-encoder's); each checks ``params``."""
+    adapter = engine.task("classify")  # a model without a classifier head: UnsupportedTaskError, TEI's 424
     tokens: list[Any] = [None] * len(seqs)
-    adapter = None
     for size in (1, 2):
         idx = [i for i, s in enumerate(seqs) if len(s) == size]
         if not idx:
             continue
         if size == 1:
-            adapter, done, _ = engine.prepare([seqs[i][0] for i in idx], "classify", params)
+            prepared = engine.prepare([seqs[i][0] for i in idx], "classify", params)
         else:
-            adapter, done, _ = engine.prepare_pairs([seqs[i][0] for i in idx], [seqs[i][1] for i in idx],
-                                                    "classify", params)
-        for i, t in zip(idx, done):
+            prepared = prepare_pairs(engine, [seqs[i][0] for i in idx], [seqs[i][1] for i in idx], "classify", params)
+        for i, t in zip(idx, prepared.tokens):
             tokens[i] = t
-    return adapter, tokens, [params] * len(seqs)
+    return Prepared(adapter, tokens, [params] * len(seqs))
 
 
 MAX_CHAR_MULTIPLIER = 250  # TEI's: a text to /tokenize has at most max_input_length * 250 characters
@@ -291,9 +291,10 @@ router = APIRouter(tags=["tei"], route_class=TEIRoute)
 async def embed(body: TEIEmbedRequest, request: Request) -> Response:
     state = get_state(request)
     params = PoolingParams(normalize=body.normalize, dimensions=body.dimensions, **truncation(body))
-    _, _, pooled = await run_prompts(state, model_name(request, body.model), prompts(state, body.inputs), "embed",
-                                     params, prompt_name=body.prompt_name)
-    return json_response([v.numpy() for v in pooled])
+    texts = prompts(state, body.inputs)
+    _, outputs = await run_prompts(state, state.model(model_name(request, body.model)), texts, "embed", params,
+                                   prompt_name=body.prompt_name)
+    return json_response([o.outputs.data.numpy() for o in outputs])
 
 
 @router.post("/embed_sparse", response_model=list[list[SparseValue]])
@@ -301,12 +302,13 @@ async def embed_sparse(body: TEIEmbedSparseRequest, request: Request) -> Respons
     """A SPLADE model's vocabulary-sized vectors as their nonzero entries."""
     state = get_state(request)
     name = model_name(request, body.model)
-    if not is_sparse(state.model(name).engine):
+    served = state.model(name)
+    if not is_sparse(served.engine):
         raise TEIError("backend", "Model is not an embedding model with SPLADE pooling")
-    _, _, pooled = await run_prompts(state, name, prompts(state, body.inputs), "embed",
-                                     PoolingParams(**truncation(body)), prompt_name=body.prompt_name)
+    _, outputs = await run_prompts(state, served, prompts(state, body.inputs), "embed",
+                                   PoolingParams(**truncation(body)), prompt_name=body.prompt_name)
     out = []
-    for v in pooled:
+    for v in (o.outputs.data for o in outputs):
         nz = v.nonzero().flatten()
         out.append([{"index": i, "value": x} for i, x in zip(nz.tolist(), v[nz].tolist())])
     return json_response(out)
@@ -317,9 +319,10 @@ async def embed_all(body: TEIEmbedAllRequest, request: Request) -> Response:
     """Every token's embedding, not normalized (TEI returns the last hidden states as they are)."""
     state = get_state(request)
     params = PoolingParams(normalize=False, **truncation(body))
-    _, _, pooled = await run_prompts(state, model_name(request, body.model), prompts(state, body.inputs), "token_embed",
-                                     params, prompt_name=body.prompt_name)
-    return json_response([v.numpy() for v in pooled])
+    texts = prompts(state, body.inputs)
+    _, outputs = await run_prompts(state, state.model(model_name(request, body.model)), texts, "token_embed",
+                                   params, prompt_name=body.prompt_name)
+    return json_response([o.outputs.data.numpy() for o in outputs])
 
 
 @router.post("/predict", response_model=list[Prediction] | list[list[Prediction]])
@@ -332,10 +335,10 @@ async def predict(body: TEIPredictRequest, request: Request) -> Response:
         raise TEIError("empty", EMPTY)
     served = state.model(model_name(request, body.model))
     params = PoolingParams(use_activation=False if body.raw_scores else None, **truncation(body))
-    _, pooled = await served.worker.run(lambda: predict_tokens(served.engine, seqs, params))
+    prepared, pooled = await served.worker.run(predict_tokens, served.engine, seqs, params)
     labels = served.engine.id2label
     out = [[{"score": float(v[i]), "label": labels.get(i, f"LABEL_{i}")} for i in rerank_order(v.tolist())]
-           for v in pooled]
+           for v in (o.outputs.data for o in prepared.finish(pooled))]
     return JSONResponse(out if batch else out[0])
 
 
@@ -344,7 +347,7 @@ async def rerank(body: TEIRerankRequest, request: Request) -> Response:
     state = get_state(request)
     state.check_batch_size(len(body.texts), empty="`texts` cannot be empty")
     params = PoolingParams(use_activation=False if body.raw_scores else None, **truncation(body))
-    _, _, scores = await run_score(state, model_name(request, body.model), [body.query], body.texts, params)
+    _, scores = await run_score(state, state.model(model_name(request, body.model)), [body.query], body.texts, params)
     return JSONResponse([{"index": i, **({"text": body.texts[i]} if body.return_text else {}), "score": scores[i]}
                          for i in rerank_order(scores)])
 
@@ -358,8 +361,9 @@ async def similarity(body: TEISimilarityRequest, request: Request) -> Response:
         raise TEIError("empty", "`inputs.sentences` cannot be empty")
     texts = prompts(state, [body.inputs.source_sentence, *body.inputs.sentences])
     params = PoolingParams(normalize=False, **truncation(p))
-    _, _, pooled = await run_prompts(state, model_name(request, body.model), texts, "embed", params,
-                                     prompt_name=p.prompt_name)
+    _, outputs = await run_prompts(state, state.model(model_name(request, body.model)), texts, "embed", params,
+                                   prompt_name=p.prompt_name)
+    pooled = [o.outputs.data for o in outputs]
     return JSONResponse([float(cosine(pooled[0], v)) for v in pooled[1:]])
 
 

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 import poolkit
 from poolkit import Engine, PoolingParams, testing
-from poolkit.io_plugins.interface import IOProcessorError
+from poolkit.io_processor import IOProcessorError
 from poolkit.registry import check_plugins
 
 TEXTS = ["a short one", "bag of words models ignore word order entirely", "x", "tokens tokens tokens again"]

@@ -1,6 +1,6 @@
 """Processors that embed a text, and fail for the text "boom"."""
 
-from poolkit.io_plugins.interface import IOProcessor
+from poolkit.io_processor import IOProcessor
 
 
 class RaisesInPreProcess(IOProcessor):

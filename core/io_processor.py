@@ -6,10 +6,13 @@ runs, for each request::
     raw --parse_request--> In --pre_process--> prompts --(pooling task)--> outputs --post_process--> Out
                               merge_pooling_params(params) -> PoolingParams(task=...)
 
-and the server turns ``Out`` into its HTTP body with ``output_to_response``. A processor is
+and the server turns ``Out`` into its HTTP body with ``output_to_response``. The hooks are plain
+functions: on the server they run on the model's tokenizer thread, never on the event loop or the
+engine loop (vLLM's ``*_async`` variants are not part of this contract, and a processor that defines
+them is refused when the Engine is built). A processor is
 registered by name through the ``register_io_processors`` hook and selected with
 ``Engine(model, io_processor_plugin="name")`` or ``"io_processor_plugin"`` in the model's
-``config.json``; see docs/plugins.md.
+``config.json``; see docs/plugins.md. :mod:`poolkit.io_runner` runs it.
 
 This module imports no torch: a plugin may import it while ``poolkit plugins`` lists parts.
 """
@@ -116,17 +119,6 @@ class IOProcessor(ABC, Generic[In, Out]):
         if isinstance(output, dict):
             return output
         return {"data": output}
-
-    # --- async variants (the server awaits these; override for I/O-bound work) -------------------
-
-    async def parse_request_async(self, raw: Any) -> In:
-        return self.parse_request(raw)
-
-    async def pre_process_async(self, data: In, params: PoolingParams) -> Prompts:
-        return self.pre_process(data, params)
-
-    async def post_process_async(self, outputs: list[PoolingRequestOutput], request: In) -> Out:
-        return self.post_process(outputs, request)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.ctx.name!r}, task={self.task!r})"

@@ -1,6 +1,11 @@
-"""The engine side of the ``plugin`` task: select an IO processor, run requests through it, isolate failures.
+"""The ``plugin`` task, orchestrated once: select an IO processor, run requests through it, isolate failures.
 
-``Engine`` builds one :class:`IOProcessorRunner` when an IO processor is configured
+The contract is :mod:`poolkit.io_processor`; this is the one place that runs it, offline
+(:meth:`IOProcessorRunner.run` / :meth:`~IOProcessorRunner.encode`, for ``Engine.encode(task="plugin")``)
+and on the server (``POST /pooling``: :meth:`~IOProcessorRunner.prepare_all` on the model's tokenizer
+thread, the engine loop, :meth:`~IOProcessorRunner.respond` on the tokenizer thread). Each raw request
+becomes a :class:`PluginRequest`, a :class:`poolkit.request.Prepared` whose ``finish`` is the
+processor's ``post_process``. ``Engine`` builds one :class:`IOProcessorRunner` when an IO processor is configured
 (``Engine(io_processor_plugin=...)``, else ``config.json``'s ``io_processor_plugin``).
 :meth:`IOProcessorRunner.run` takes a batch of raw requests: each is parsed and pre-processed on its
 own, the prompts of every request are pooled together (batched by the engine's token budget), and
@@ -11,22 +16,24 @@ in its slot; the others are unaffected. ``engine`` arguments are that :class:`po
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from poolkit.io_processor import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.isolate import run_isolated
-from poolkit.io_plugins.interface import IOProcessor, IOProcessorContext, IOProcessorError
 from poolkit.params import PoolingParams
 from poolkit.errors import UnsupportedTaskError
+from poolkit.request import Prepared
 from poolkit.registry.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from poolkit.outputs import PoolingRequestOutput
     from poolkit.registry.loading import Entry
-    from poolkit.tasks import TaskAdapter
 
 CONFIG_FIELD = "io_processor_plugin"
 OPTIONS_FIELD = "io_processor_options"
+ASYNC_HOOKS = ("parse_request_async", "pre_process_async", "post_process_async")  # vLLM's; poolkit awaits none
 
 
 def installed_io_processors(engine: Any) -> list[str]:
@@ -45,14 +52,16 @@ def not_configured_error(engine: Any) -> UnsupportedTaskError:
 
 
 @dataclass
-class PluginRequest:
-    """One request after ``parse_request`` and ``pre_process``, tokenized and ready to pool."""
+class PluginRequest(Prepared):
+    """One request after ``parse_request`` and ``pre_process``, tokenized: a :class:`Prepared` whose ``finish``
+    is the processor's ``post_process`` of its outputs."""
 
-    index: int
-    data: Any
-    adapter: TaskAdapter
-    tokens: list[Any]
-    params: list[PoolingParams]
+    runner: IOProcessorRunner | None = None
+    index: int = 0
+    data: Any = None
+
+    def finish(self, pooled: list[Any]) -> Any:
+        return self.runner.finish(self, Prepared.finish(self, pooled))
 
 
 class IOProcessorRunner:
@@ -66,6 +75,14 @@ class IOProcessorRunner:
         except UnknownNameError as exc:
             raise type(exc)(f"{source}={name!r}: {exc}") from None
         cls = self.entry.load()  # an import failure is a PluginLoadError naming the plugin
+        if not (isinstance(cls, type) and issubclass(cls, IOProcessor)):
+            raise self._error("__init__", None, TypeError(f"{cls!r} is not a poolkit.IOProcessor; subclass it"))
+        never_awaited = [m for m in ASYNC_HOOKS if hasattr(cls, m)]
+        if never_awaited:  # vLLM's async hooks: the work in them would silently never run here
+            raise self._error("__init__", None, TypeError(
+                f"{cls.__name__} defines {never_awaited}, which poolkit never calls: it runs the sync hooks, on the "
+                f"server's tokenizer thread (never on the event loop or the engine loop); move that work into "
+                f"{[m.removesuffix('_async') for m in never_awaited]}"))
         hf = engine.model_config.hf_config
         self.context = IOProcessorContext(
             name=name, plugin=self.entry.plugin, tokenizer=engine.tokenizer, model_config=engine.model_config,
@@ -73,11 +90,6 @@ class IOProcessorRunner:
             supported_tasks=tuple(t for t in engine.supported_tasks if t != "plugin"),
             options=dict(getattr(hf, OPTIONS_FIELD, None) or {}))
         self.processor: IOProcessor = self._call("__init__", None, cls, self.context)
-        missing = [m for m in ("parse_request", "merge_pooling_params", "pre_process", "post_process",
-                               "output_to_response") if not callable(getattr(self.processor, m, None))]
-        if missing:
-            raise self._error("__init__", None, TypeError(f"{cls.__name__} lacks {missing}; subclass "
-                                                            f"poolkit.io_plugins.interface.IOProcessor"))
         task = getattr(self.processor, "task", None)
         if task not in self.context.supported_tasks:
             raise self._error("__init__", None, ValueError(
@@ -111,72 +123,39 @@ class IOProcessorRunner:
 
     # --- one request, in stages (the server interleaves these across requests) -----------------
 
-    def prepare(self, raw: Any, params: PoolingParams | None = None, index: int | None = None) -> PluginRequest:
-        """parse_request -> merge_pooling_params -> pre_process -> tokenize (``Engine.prepare``)."""
+    def prepare(self, raw: Any, params: PoolingParams | None = None, index: int | None = None,
+                **options: Any) -> PluginRequest:
+        """parse_request -> merge_pooling_params -> pre_process -> tokenize (``Engine.prepare``, with ``options``:
+        its ``truncate_prompt_tokens``, ``prompt_name``, ``prompt``)."""
         p = self.processor
         data = self._call("parse_request", index, p.parse_request, raw)
         merged = self._call("merge_pooling_params", index, p.merge_pooling_params, params)
         prompts = self._call("pre_process", index, p.pre_process, data, merged)
-        return self._tokenize(data, prompts, merged, index)
-
-    async def prepare_async(self, raw: Any, params: PoolingParams | None = None,
-                            index: int | None = None) -> PluginRequest:
-        p = self.processor
-        try:
-            data = await p.parse_request_async(raw)
-        except Exception as exc:
-            raise self._error("parse_request", index, exc) from exc
-        merged = self._call("merge_pooling_params", index, p.merge_pooling_params, params)
-        try:
-            prompts = await p.pre_process_async(data, merged)
-        except Exception as exc:
-            raise self._error("pre_process", index, exc) from exc
-        return self._tokenize(data, prompts, merged, index)
-
-    def _tokenize(self, data: Any, prompts: Any, params: PoolingParams, index: int | None) -> PluginRequest:
-        if not isinstance(params, PoolingParams):
+        if not isinstance(merged, PoolingParams):
             raise self._error("merge_pooling_params", index,
-                              TypeError(f"expected PoolingParams, got {type(params).__name__}"))
-        task = params.task or self.processor.task
+                              TypeError(f"expected PoolingParams, got {type(merged).__name__}"))
         # the prompts pre_process built are checked like any request's (length limit, vocabulary)
-        adapter, tokens, per_prompt = self._call("pre_process (its prompts were rejected)", index,
-                                                 self.engine.prepare, prompts, task, params)
-        return PluginRequest(index if index is not None else 0, data, adapter, tokens, per_prompt)
+        prepared = self._call("pre_process (its prompts were rejected)", index,
+                              functools.partial(self.engine.prepare, **options), prompts,
+                              merged.task or p.task, merged)
+        return PluginRequest(prepared.adapter, prepared.tokens, prepared.params, self,
+                             index if index is not None else 0, data)
 
-    def pool(self, requests: list[PluginRequest]) -> list[list[PoolingRequestOutput] | IOProcessorError]:
-        """Pool the prompts of several requests together; one list of outputs (or the error) per request.
+    def prepare_all(self, raws: list[Any]) -> list[PluginRequest]:
+        """:meth:`prepare` for each raw request of a batch (the server's ``POST /pooling``)."""
+        return [self.prepare(raw, None, i) for i, raw in enumerate(raws)]
 
-        A batch that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`), so only
-        the request that triggers the failure gets it.
-        """
-        results: list[Any] = [[] for _ in requests]
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.adapter.name, []).append(i)
-        for members in groups.values():
-            adapter = requests[members[0]].adapter
-            prompts = [(i, t, p) for i in members for t, p in zip(requests[i].tokens, requests[i].params)]
-            outcome = run_isolated(lambda items: self._outputs(adapter, [t for _, t, _ in items], [p for _, _, p in items]),
-                                   prompts, lambda prompt: prompt[0])
-            for (i, _, _), (output, exc) in zip(prompts, outcome):
-                if exc is not None:
-                    results[i] = self._error("pooling", requests[i].index, exc)
-                elif not isinstance(results[i], IOProcessorError):
-                    results[i].append(output)
-        return results
-
-    def _outputs(self, adapter: TaskAdapter, tokens: list[Any], params: list[PoolingParams]) -> list[Any]:
-        return self.engine.to_outputs(adapter, tokens, self.engine.pool(adapter, tokens, params))
+    def pool(self, requests: list[PluginRequest], use_tqdm: bool = False) -> list[list[Any] | IOProcessorError]:
+        """Pool the prompts of several requests together (``Engine.pool``); per request, its pooled tensors (or
+        the error). A batch that raises is re-run request by request (:func:`poolkit.isolate.run_isolated`), so
+        only the request that triggers the failure gets it."""
+        outcome = run_isolated(functools.partial(self.engine.pool, use_tqdm=use_tqdm), requests, id)
+        return [pooled if exc is None else self._error("pooling", r.index, exc)
+                for r, (pooled, exc) in zip(requests, outcome)]
 
     def finish(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
         """post_process: the processor's output for one request."""
         return self._call("post_process", request.index, self.processor.post_process, outputs, request.data)
-
-    async def finish_async(self, request: PluginRequest, outputs: list[PoolingRequestOutput]) -> Any:
-        try:
-            return await self.processor.post_process_async(outputs, request.data)
-        except Exception as exc:
-            raise self._error("post_process", request.index, exc) from exc
 
     def to_response(self, output: Any, index: int | None = None) -> dict[str, Any]:
         """output_to_response, with a failure named like the other stages'."""
@@ -184,8 +163,14 @@ class IOProcessorRunner:
 
     # --- whole batches ---------------------------------------------------------------------------
 
-    def run(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
-        """Each request's output, or its :class:`IOProcessorError`; a list of raw requests is a batch."""
+    def run(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+            strict: bool = False, use_tqdm: bool = False, **options: Any) -> list[Any]:
+        """Each request's output, or its :class:`IOProcessorError`; a list of raw requests is a batch.
+
+        ``strict``: the first failure raises instead, and a request that fails before pooling raises before
+        anything is pooled. ``options``: ``Engine.prepare``'s (``truncate_prompt_tokens``, ``prompt_name``,
+        ``prompt``), for every request's prompts; ``use_tqdm``: a progress bar over the forward passes.
+        """
         raws = list(requests) if isinstance(requests, (list, tuple)) else [requests]
         if isinstance(pooling_params, (list, tuple)):
             if len(pooling_params) != len(raws):
@@ -198,26 +183,27 @@ class IOProcessorRunner:
         ready: list[PluginRequest] = []
         for i, (raw, p) in enumerate(zip(raws, params)):
             try:
-                ready.append(self.prepare(raw, p, i))
+                ready.append(self.prepare(raw, p, i, **options))
             except IOProcessorError as exc:
+                if strict:
+                    raise
                 results[i] = exc
-        for request, outputs in zip(ready, self.pool(ready)):
-            if isinstance(outputs, IOProcessorError):
-                results[request.index] = outputs
-                continue
+        for request, pooled in zip(ready, self.pool(ready, use_tqdm)):
             try:
-                results[request.index] = self.finish(request, outputs)
+                if isinstance(pooled, IOProcessorError):
+                    raise pooled
+                results[request.index] = request.finish(pooled)
             except IOProcessorError as exc:
+                if strict:
+                    raise
                 results[request.index] = exc
         return results
 
-    def encode(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None) -> list[Any]:
-        """Like :meth:`run`, but the first failed request raises its :class:`IOProcessorError`."""
-        results = self.run(requests, pooling_params)
-        for r in results:
-            if isinstance(r, IOProcessorError):
-                raise r
-        return results
+    def encode(self, requests: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None,
+               **options: Any) -> list[Any]:
+        """Like :meth:`run`, but the first failed request raises its :class:`IOProcessorError` (one that fails
+        while it is read, before anything is pooled)."""
+        return self.run(requests, pooling_params, strict=True, **options)
 
     def serve(self, data: Any, pooling_params: PoolingParams | None = None) -> dict[str, Any]:
         """The HTTP body for ``POST /pooling`` with ``task="plugin"``: ``{"data": output_to_response(...)}``.
@@ -227,22 +213,11 @@ class IOProcessorRunner:
         """
         return self.response_body(data, self.encode(data, pooling_params))
 
-    # --- the server's path: prepare on its tokenizer thread, pool in its engine loop, then this ---
+    # --- the server's path: prepare_all on its tokenizer thread, pool in its engine loop, then this ---
 
-    @staticmethod
-    def flatten(requests: list[PluginRequest]) -> tuple[list[TaskAdapter], list[Any], list[PoolingParams]]:
-        """Every prompt of ``requests`` in order, with its task adapter and params (for the engine loop)."""
-        return ([r.adapter for r in requests for _ in r.tokens], [t for r in requests for t in r.tokens],
-                [p for r in requests for p in r.params])
-
-    def finish_all(self, requests: list[PluginRequest], pooled: list[Any]) -> list[Any]:
-        """post_process for each request, given the pooled tensors of :meth:`flatten`'s prompts."""
-        outputs, start = [], 0
-        for r in requests:
-            mine = self.engine.to_outputs(r.adapter, r.tokens, pooled[start:start + len(r.tokens)])
-            outputs.append(self.finish(r, mine))
-            start += len(r.tokens)
-        return outputs
+    def respond(self, data: Any, requests: list[PluginRequest], pooled: list[list[Any]]) -> dict[str, Any]:
+        """Each request's ``finish`` (post_process) of its pooled tensors, as :meth:`response_body`."""
+        return self.response_body(data, [r.finish(p) for r, p in zip(requests, pooled)])
 
     def response_body(self, data: Any, results: list[Any]) -> dict[str, Any]:
         """``{"data": body}`` for one request, ``{"data": [bodies]}`` for a list of them."""
