@@ -3,7 +3,7 @@
 Request handlers tokenize on the model's tokenizer thread (``ModelWorker.run``), which queues the
 request's prompts for the engine loop itself; a request that finds the engine loop idle is
 tokenized by the loop itself (one thread hop less). A big request (a body over
-:data:`BIG_REQUEST_BYTES`) is tokenized on the model's bulk thread instead, with a tokenizer of its own,
+:data:`poolkit.server.bulk.BIG_REQUEST_BYTES`) is tokenized on the model's bulk thread instead, with a tokenizer of its own,
 so that seconds of tokenizing megabytes delay no small request; a second later the heap pages it
 freed are handed back to the OS.
 
@@ -38,16 +38,14 @@ from typing import Any
 from poolkit.batch import batch_fits
 from poolkit.isolate import run_isolated
 from poolkit.request import Prepared, per_request
+from poolkit.server.bulk import BulkLane, is_big
 from poolkit.server.engine_loop import EngineLoop
 from poolkit.server.errors import APIError, Overloaded
 
 logger = logging.getLogger("poolkit.server")
 _arrival = itertools.count()
 _MAX_DIRECT_JOBS = 8  # requests an idle engine loop tokenizes itself before the tokenizer thread takes over
-BIG_REQUEST_BYTES = 64 * 1024  # a body this large is tokenized on the model's bulk thread (~ one forward pass of work)
-TRIM_DELAY = 1.0  # seconds after a big request before freed heap pages are handed back (its response is sent by then)
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("poolkit_request_id", default="-")
-request_bytes_var: contextvars.ContextVar[int] = contextvars.ContextVar("poolkit_request_bytes", default=0)
 
 
 class _Request:
@@ -124,8 +122,7 @@ class ModelWorker:
         self._busy = False
         self._capped_last = False  # the last batch left longer prompts out for a new request (_next_batch)
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize")
-        self._bulk: ThreadPoolExecutor | None = None  # big requests, with a tokenizer of its own (_bulk_executor)
-        self._trim_pending = False
+        self._bulk = BulkLane(engine)  # big requests, with a tokenizer of its own
         if metrics:
             metrics.queue_depth.set_function(lambda: self._pending)  # read at scrape time
         engine_loop.add(self)
@@ -142,7 +139,7 @@ class ModelWorker:
         prepare = functools.partial(prepare, *args, **kwargs)
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), priority)
-        big = self._is_big()
+        big = is_big()
         with self._cv:
             if not self._running:
                 raise APIError(503, "The server is shutting down")
@@ -172,13 +169,13 @@ class ModelWorker:
             with self._cv:
                 self._requests -= 1
             if big:
-                self._trim_later(loop)
+                self._bulk.trim_later(loop)
 
     async def run_in_tokenizer(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the tokenizer thread (a big request's on the bulk thread): ``fn`` must read
         the tokenizer as ``engine.tokenizer`` when it runs, which is that thread's own."""
         loop = asyncio.get_running_loop()
-        big = self._is_big()
+        big = is_big()
 
         def call() -> Any:
             if big:
@@ -190,49 +187,12 @@ class ModelWorker:
             return await self._in_tokenizer_thread(loop, call, big=big)
         finally:
             if big:
-                self._trim_later(loop)
-
-    def _is_big(self) -> bool:
-        """Whether this request's body is large enough to be tokenized on the bulk thread (never a direct job)."""
-        return request_bytes_var.get() > BIG_REQUEST_BYTES
-
-    def _bulk_executor(self) -> ThreadPoolExecutor:
-        """The model's second tokenizer thread, for big requests, with a copy of the tokenizer: a 5 MB text
-        tokenizes for seconds there while small requests go on through the tokenizer thread and the
-        engine loop (HF tokenizers release the GIL)."""
-        with self._cv:
-            if self._bulk is None:
-                processor = getattr(self.engine, "input_processor", None)
-                own = getattr(processor, "use_own_tokenizer", None)
-                self._bulk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize-bulk",
-                                                initializer=own)
-            return self._bulk
-
-    def _trim_later(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Hand the pages a big request freed back to the OS (glibc keeps them otherwise, and RSS stays at its
-        peak) once its response is sent: one trim on the bulk thread, ``TRIM_DELAY`` seconds later."""
-        if self._trim_pending:
-            return
-        self._trim_pending = True
-
-        def trim() -> None:
-            from poolkit.model.loading import release_freed_memory
-
-            self._trim_pending = False
-            release_freed_memory(collect=False)
-
-        def submit() -> None:
-            try:
-                self._bulk_executor().submit(trim)
-            except RuntimeError:  # shut down
-                pass
-
-        loop.call_later(TRIM_DELAY, submit)
+                self._bulk.trim_later(loop)
 
     async def _in_tokenizer_thread(self, loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any,
                                    big: bool = False) -> Any:
         try:
-            future = loop.run_in_executor(self._bulk_executor() if big else self._tokenizer, fn, *args)
+            future = loop.run_in_executor(self._bulk.executor() if big else self._tokenizer, fn, *args)
         except RuntimeError:  # the tokenizer thread is shut down: the server is draining
             raise APIError(503, "The server is shutting down") from None
         return await future
@@ -305,8 +265,7 @@ class ModelWorker:
         for job in jobs:
             job.request.fail(gone)
         self._tokenizer.shutdown(wait=False)
-        if self._bulk is not None:
-            self._bulk.shutdown(wait=False)
+        self._bulk.shutdown()
 
     def _fail_queued(self, exc: BaseException) -> None:
         """Settle every queued request with ``exc`` (the engine loop holds the lock)."""

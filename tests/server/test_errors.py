@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
 from poolkit.errors import InputTooLongError, UnsupportedTaskError
-from poolkit.io_plugins.interface import IOProcessorError
+from poolkit.io_processor import IOProcessorError
 from poolkit.server import middleware
 from poolkit.server.errors import APIError, Overloaded, classify, openai_response
 from poolkit.server.routes import tei

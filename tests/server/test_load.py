@@ -276,7 +276,7 @@ def test_a_huge_tokenize_stalls_no_one_and_its_memory_returns(model_dirs):
     for 116 MB). A server process of its own: its RSS is the server's alone."""
     import threading
 
-    from poolkit.server.queue import TRIM_DELAY
+    from poolkit.server.bulk import TRIM_DELAY
 
     proc, url = serve_process(str(model_dirs["embedder"]), "--served-model-name", "embedder",
                               "--log-level", "warning")

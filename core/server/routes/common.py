@@ -13,13 +13,13 @@ from poolkit.inputs import normalize_prompts
 from poolkit.request import Prepared
 from poolkit.server.errors import APIError
 from poolkit.server.protocol import Usage, check_texts
-from poolkit.server.queue import request_bytes_var
+from poolkit.server.bulk import request_bytes_var
 from poolkit.server.state import ServedModel, ServerState
 
 
 def get_state(request: Request) -> ServerState:
     """The server's state; also notes this request's body size, which picks the model's tokenizer thread for
-    it (a big body is tokenized on the bulk thread: :data:`poolkit.server.queue.BIG_REQUEST_BYTES`)."""
+    it (a big body is tokenized on the bulk thread: :data:`poolkit.server.bulk.BIG_REQUEST_BYTES`)."""
     size = request.headers.get("content-length", "")
     request_bytes_var.set(int(size) if size.isdigit() else 0)
     return request.app.state.poolkit
