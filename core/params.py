@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic_core import PydanticCustomError
+
+
+def _keeps_tokens(value: int) -> int:
+    """vLLM's rule: -1 (the model's limit) or at least 1; 0 would keep no tokens at all."""
+    if value == 0:
+        raise PydanticCustomError("truncate_prompt_tokens", "must be -1 (the model's max_model_len) or at least 1, "
+                                  "got 0 (which would keep no tokens)")
+    return value
+
+
+# Each field's rule, defined once: PoolingParams and the request schemas of every API declare these.
+Dimensions = Annotated[StrictInt, Field(gt=0)]
+TruncatePromptTokens = Annotated[StrictInt, Field(ge=-1), AfterValidator(_keeps_tokens)]
 
 
 class PoolingParams(BaseModel):
@@ -29,17 +43,10 @@ class PoolingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dimensions: StrictInt | None = Field(default=None, gt=0)
+    dimensions: Dimensions | None = None
     normalize: StrictBool | None = None
-    truncate_prompt_tokens: StrictInt | None = Field(default=None, ge=-1)
+    truncate_prompt_tokens: TruncatePromptTokens | None = None
     auto_truncate: StrictBool | None = None
     truncation_side: Literal["left", "right"] | None = None
     task: str | None = None
     use_activation: StrictBool | None = None
-
-    @field_validator("truncate_prompt_tokens")
-    @classmethod
-    def _not_zero(cls, value: int | None) -> int | None:
-        if value == 0:  # vLLM's rule: -1 or >= 1
-            raise ValueError("truncate_prompt_tokens must be -1 (the model's max_model_len) or at least 1, got 0")
-        return value

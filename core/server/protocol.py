@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
-from poolkit.errors import InvalidRequestError
-from poolkit.errors import unencodable
+from poolkit.errors import InvalidRequestError, unencodable
 from poolkit.inputs import text_error
+from poolkit.params import Dimensions, TruncatePromptTokens
 
 Input = str | list[str] | list[StrictInt] | list[list[StrictInt]]
 TEXT_ERROR = "invalid_text"  # the pydantic error type of a text that cannot be encoded (server/errors.py names it)
@@ -67,26 +67,16 @@ def check_texts(body: BaseModel) -> None:
             raise InvalidRequestError(text_error(text, at, path), name)
 
 
-def check_truncate_prompt_tokens(value: int | None) -> int | None:
-    """vLLM's rule: -1 (the model's limit) or at least 1; 0 would keep no tokens at all."""
-    if value == 0:
-        raise PydanticCustomError("truncate_prompt_tokens", "must be -1 (the model's max_model_len) or at least 1, "
-                                  "got 0 (which would keep no tokens)")
-    return value
-
-
 class Request(Checked):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send extra fields (user, extra_body...)
 
     model: str | None = None
-    truncate_prompt_tokens: StrictInt | None = Field(default=None, ge=-1, description="keep at most this many "
-                                                     "tokens (-1: the model's max_model_len; 0 is refused)")
+    truncate_prompt_tokens: TruncatePromptTokens | None = Field(
+        default=None, description="keep at most this many tokens (-1: the model's max_model_len; 0 is refused)")
     truncation_side: Literal["left", "right"] | None = Field(
         default=None, description="vLLM's: which end truncation cuts ('left' keeps the last tokens)")
     priority: StrictInt = Field(default=0, description="Scheduling priority (vLLM's): lower is served first; "
                                                        "requests of equal priority share forward passes fairly")
-
-    _no_zero = field_validator("truncate_prompt_tokens")(check_truncate_prompt_tokens)
 
 
 class Usage(BaseModel):
@@ -150,7 +140,7 @@ class EmbeddingRequest(Request):
         default="float32", description="vLLM's: the element type of base64 vectors")
     endianness: Literal["native", "little", "big"] = Field(
         default="native", description="vLLM's: the byte order of base64 vectors")
-    dimensions: StrictInt | None = Field(default=None, gt=0)
+    dimensions: Dimensions | None = None
     user: str | None = None
     normalize: StrictBool | None = None
 
@@ -181,7 +171,7 @@ class PoolingRequest(Request):
         default="float32", description="vLLM's: the element type of base64 vectors")
     endianness: Literal["native", "little", "big"] = Field(
         default="native", description="vLLM's: the byte order of base64 vectors")
-    dimensions: StrictInt | None = Field(default=None, gt=0)
+    dimensions: Dimensions | None = None
     normalize: StrictBool | None = None
     use_activation: StrictBool | None = None
     prompt_name: str | None = Field(default=None, description="A prompt of the model's Sentence Transformers "

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from poolkit.params import Dimensions
+
 Direction = Literal["left", "right", "Left", "Right"]  # TEI's TruncationDirection takes both spellings
 InputType = StrictStr | list[StrictInt]  # a text, or its token ids
 Inputs = InputType | list[InputType]  # one input or a batch; a list of ints is ONE input (its ids)
@@ -31,7 +33,7 @@ class TEIEmbedRequest(TEIRequest):
     inputs: Inputs
     prompt_name: str | None = None
     normalize: StrictBool = True
-    dimensions: StrictInt | None = Field(default=None, gt=0)
+    dimensions: Dimensions | None = None
 
 
 class TEIEmbedSparseRequest(TEIRequest):
