@@ -172,7 +172,7 @@ class Engine:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer, as the calling thread uses it (:meth:`InputProcessor.use_own_tokenizer`)."""
+        """The model's tokenizer, as the calling thread uses it (:meth:`InputProcessor.use_tokenizer`)."""
         processor = self.__dict__.get("input_processor")
         return processor.tokenizer if processor is not None else self.__dict__["_tokenizer"]
 

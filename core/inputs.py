@@ -134,7 +134,7 @@ class InputProcessor:
     def __init__(self, tokenizer: Any, max_model_len: int, st: SentenceTransformersConfig | None,
                  include_prompt: bool = True, vocab_size: int | None = None, auto_truncate: bool = False) -> None:
         self._tokenizer = tokenizer
-        self._local = threading.local()  # a thread given a tokenizer of its own (use_own_tokenizer)
+        self._local = threading.local()  # a thread given a tokenizer of its own (use_tokenizer)
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.st = st
@@ -143,19 +143,23 @@ class InputProcessor:
 
     @property
     def tokenizer(self) -> Any:
-        """The tokenizer of the calling thread: the model's, or the copy :meth:`use_own_tokenizer` gave it."""
+        """The tokenizer of the calling thread: the model's, or the copy :meth:`use_tokenizer` gave it."""
         return getattr(self._local, "tokenizer", self._tokenizer)
 
     @tokenizer.setter
     def tokenizer(self, value: Any) -> None:
         self._tokenizer = value
 
-    def use_own_tokenizer(self) -> None:
-        """From now on the calling thread tokenizes with a copy of its own. An HF fast tokenizer is reconfigured
-        by each call (truncation, side), so two threads may share one only under a lock; with a copy, a
-        thread tokenizing a huge request runs beside the one serving small requests (the Rust tokenizer
-        releases the GIL). The server's bulk tokenizer thread calls this once."""
-        self._local.tokenizer = copy.deepcopy(self._tokenizer)
+    def copy_tokenizer(self) -> Any:
+        """A copy of the model's tokenizer for a thread of its own (:meth:`use_tokenizer`). An HF fast tokenizer
+        is reconfigured by each call (truncation, side), so two threads may share one only under a lock;
+        with a copy, a thread tokenizing a huge request runs beside the one serving small requests (the
+        Rust tokenizer releases the GIL). Make it while no other thread tokenizes (the server's lock)."""
+        return copy.deepcopy(self._tokenizer)
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """From now on the calling thread tokenizes with ``tokenizer`` (a :meth:`copy_tokenizer`)."""
+        self._local.tokenizer = tokenizer
 
     def resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
         """The instruction text to prepend: ``prompt``, else ``prompt_name``, else the model's default."""

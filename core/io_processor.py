@@ -55,13 +55,19 @@ class IOProcessorContext:
 
     name: str
     plugin: PluginInfo | None
-    tokenizer: Any
+    input_processor: Any  # the Engine's InputProcessor: :attr:`tokenizer` is read from it at each use
     model_config: ModelConfig
     pooler_config: PoolerConfig
     max_model_len: int
     max_input_tokens: int
     supported_tasks: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer as the calling thread must use it: the server tokenizes a big request on a
+        thread with a copy of its own, so a processor reads this at each use rather than keeping it."""
+        return self.input_processor.tokenizer
 
     @property
     def hf_config(self) -> Any:

@@ -85,7 +85,8 @@ class IOProcessorRunner:
                 f"{[m.removesuffix('_async') for m in never_awaited]}"))
         hf = engine.model_config.hf_config
         self.context = IOProcessorContext(
-            name=name, plugin=self.entry.plugin, tokenizer=engine.tokenizer, model_config=engine.model_config,
+            name=name, plugin=self.entry.plugin, input_processor=engine.input_processor,
+            model_config=engine.model_config,
             pooler_config=engine.pooler_config, max_model_len=engine.max_model_len, max_input_tokens=engine.max_model_len,
             supported_tasks=tuple(t for t in engine.supported_tasks if t != "plugin"),
             options=dict(getattr(hf, OPTIONS_FIELD, None) or {}))
@@ -204,16 +205,6 @@ class IOProcessorRunner:
         """Like :meth:`run`, but the first failed request raises its :class:`IOProcessorError` (one that fails
         while it is read, before anything is pooled)."""
         return self.run(requests, pooling_params, strict=True, **options)
-
-    def serve(self, data: Any, pooling_params: PoolingParams | None = None) -> dict[str, Any]:
-        """The HTTP body for ``POST /pooling`` with ``task="plugin"``: ``{"data": output_to_response(...)}``.
-
-        ``data`` is one request (``data`` is then one body) or a list of them (a list of bodies). A
-        failed request raises its :class:`IOProcessorError`; ``client_error`` tells 400 from 500.
-        """
-        return self.response_body(data, self.encode(data, pooling_params))
-
-    # --- the server's path: prepare_all on its tokenizer thread, pool in its engine loop, then this ---
 
     def respond(self, data: Any, requests: list[PluginRequest], pooled: list[list[Any]]) -> dict[str, Any]:
         """Each request's ``finish`` (post_process) of its pooled tensors, as :meth:`response_body`."""

@@ -500,3 +500,17 @@ def test_peak_memory_does_not_grow_with_input_size(tiny_bert_dir, tmp_path):
     assert pq.read_metadata(tmp_path / "big.parquet").num_rows == 200_000
     print(f"peak RSS: {small / 1024:.0f} MiB for 2,000 texts, {big / 1024:.0f} MiB for 200,000")
     assert big <= small * 1.10, f"peak RSS {big / 1024:.0f} MiB for 200,000 texts vs {small / 1024:.0f} MiB for 2,000"
+
+
+def test_a_row_too_long_counted_on_a_prefix_is_worded_for_the_command_line():
+    """A text far over the limit is refused from a prefix ("at least N tokens"): the row still says which flag
+    truncates it, not the API's truncate_prompt_tokens."""
+    from poolkit.jobs.run import _row_reason
+
+    exact = ValueError("This model's maximum context length is 256 tokens. However, you requested 300 tokens in "
+                       "the input (prompt 0). Please reduce the length of the input, or pass truncate_prompt_tokens")
+    prefix = ValueError("This model's maximum context length is 256 tokens. However, you requested at least 300 "
+                        "tokens in the input (prompt 0, 99999 characters; counted on a prefix). Please reduce ...")
+    assert _row_reason(exact) == ("the text has 300 tokens, more than the model's maximum of 256 "
+                                  "(--truncate-prompt-tokens -1 truncates it)")
+    assert _row_reason(prefix).startswith("the text has at least 300 tokens") and "--truncate-prompt-tokens" in _row_reason(prefix)

@@ -317,11 +317,11 @@ def _prepare(engine: Any, job: EmbedJob, params: Any, rows: list[Row]) -> tuple[
 def _row_reason(exc: Exception) -> str:
     """The engine's refusal of a single text, worded for the row: "the text", not "prompt 0"."""
     text = str(exc)
-    too_long = re.match(r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) tokens",
-                        text)
+    too_long = re.match(r"This model's maximum context length is (\d+) tokens\. However, you requested "
+                        r"(at least )?(\d+) tokens", text)
     if too_long:
-        return (f"the text has {too_long[2]} tokens, more than the model's maximum of {too_long[1]} "
-                f"(--truncate-prompt-tokens -1 truncates it)")
+        return (f"the text has {too_long[2] or ''}{too_long[3]} tokens, more than the model's maximum of "
+                f"{too_long[1]} (--truncate-prompt-tokens -1 truncates it)")
     return re.sub(r"^Prompt 0\b", "the text", text.replace(" (prompt 0)", ""))
 
 

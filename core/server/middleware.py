@@ -18,7 +18,6 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from poolkit.server import errors
-from poolkit.server.queue import request_id_var
 from poolkit.server.routes import tei
 from poolkit.server.state import ServerState
 
@@ -70,7 +69,6 @@ class Guard:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
-        request_id_var.set(rid)
 
         async def send_and_note(message: dict) -> None:
             if message["type"] == "http.response.start":

@@ -23,7 +23,6 @@ so only the request that triggers a bug fails. Admission control (``max_concurre
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import itertools
 import logging
@@ -45,20 +44,18 @@ from poolkit.server.errors import APIError, Overloaded
 logger = logging.getLogger("poolkit.server")
 _arrival = itertools.count()
 _MAX_DIRECT_JOBS = 8  # requests an idle engine loop tokenizes itself before the tokenizer thread takes over
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("poolkit_request_id", default="-")
 
 
 class _Request:
     """One request in flight: the engine loop fills ``results`` and settles ``future`` once, at the end."""
 
-    __slots__ = ("future", "results", "remaining", "error", "seq", "priority", "served", "cancelled", "request_id")
+    __slots__ = ("future", "results", "remaining", "error", "seq", "priority", "served", "cancelled")
 
     def __init__(self, future: asyncio.Future, priority: int = 0) -> None:
         self.future, self.priority = future, priority
         self.results: list[Any] = []
         self.remaining, self.error, self.served, self.cancelled = 0, None, 0, False
         self.seq = next(_arrival)
-        self.request_id = request_id_var.get()
 
     def key(self) -> tuple[int, int, int]:
         """Scheduling order: priority, then the request served least so far, then arrival."""
@@ -122,7 +119,8 @@ class ModelWorker:
         self._busy = False
         self._capped_last = False  # the last batch left longer prompts out for a new request (_next_batch)
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolkit-tokenize")
-        self._bulk = BulkLane(engine)  # big requests, with a tokenizer of its own
+        self._bulk = BulkLane(engine, self._tokenizer_lock)  # big requests, with a tokenizer of its own
+        self._bulk.executor()  # its tokenizer copied now, not on the event loop of the first big request
         if metrics:
             metrics.queue_depth.set_function(lambda: self._pending)  # read at scrape time
         engine_loop.add(self)
@@ -139,7 +137,7 @@ class ModelWorker:
         prepare = functools.partial(prepare, *args, **kwargs)
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), priority)
-        big = is_big()
+        big = is_big() and self._bulk.executor() is not None
         with self._cv:
             if not self._running:
                 raise APIError(503, "The server is shutting down")
@@ -175,7 +173,7 @@ class ModelWorker:
         """``fn(*args, **kwargs)`` on the tokenizer thread (a big request's on the bulk thread): ``fn`` must read
         the tokenizer as ``engine.tokenizer`` when it runs, which is that thread's own."""
         loop = asyncio.get_running_loop()
-        big = is_big()
+        big = is_big() and self._bulk.executor() is not None
 
         def call() -> Any:
             if big:
@@ -192,7 +190,7 @@ class ModelWorker:
     async def _in_tokenizer_thread(self, loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any,
                                    big: bool = False) -> Any:
         try:
-            future = loop.run_in_executor(self._bulk.executor() if big else self._tokenizer, fn, *args)
+            future = loop.run_in_executor((self._bulk.executor() if big else None) or self._tokenizer, fn, *args)
         except RuntimeError:  # the tokenizer thread is shut down: the server is draining
             raise APIError(503, "The server is shutting down") from None
         return await future

@@ -203,13 +203,17 @@ def test_plugin_parts_never_displaces_a_registered_part(fresh_host):
     assert get_host().registry("io_processors").get("long-text").plugin.dist == "poolkit"
 
 
-def test_serve_shapes_http_bodies(tiny_bert_dir, parts):
+def test_response_body_shapes_http_bodies(tiny_bert_dir, parts):
     runner = Engine(str(tiny_bert_dir), io_processor_plugin="sum").io_processor
-    one = runner.serve({"texts": ["a"]})
+
+    def serve(data):  # what POST /pooling answers: the body of one request, or of a list of them
+        return runner.response_body(data, runner.encode(data))
+
+    one = serve({"texts": ["a"]})
     assert one.keys() == {"data"} and one["data"].keys() == {"data"} and len(one["data"]["data"]) == 32
-    many = runner.serve([{"texts": ["a"]}, {"texts": ["b"]}])
+    many = serve([{"texts": ["a"]}, {"texts": ["b"]}])
     assert len(many["data"]) == 2 and many["data"][0] == one["data"]
     assert json.dumps(many)
     with pytest.raises(IOProcessorError, match="parse_request") as err:
-        runner.serve({"nope": 1})
+        serve({"nope": 1})
     assert err.value.client_error
