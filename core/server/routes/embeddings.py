@@ -27,8 +27,10 @@ async def create_embeddings(body: EmbeddingRequest, request: Request):
                            truncation_side=body.truncation_side)
     state = get_state(request)
     served = state.model(body.model)
-    prompts = body.input if body.messages is None else [
-        messages_prompt(body.messages, served.engine, body.add_generation_prompt, body.continue_final_message)]
+    prompts = body.input
+    if body.messages is not None:  # the chat template and its tokenizing on the tokenizer thread, not the event loop
+        prompts = [await served.worker.run_in_tokenizer(messages_prompt, body.messages, served.engine,
+                                                        body.add_generation_prompt, body.continue_final_message)]
     image = body.messages is not None and isinstance(prompts[0], ImagePrompt)  # decoded off the engine loop
     prepared, outputs = await run_prompts(state, served, prompts, "embed", params, body.priority, direct=not image,
                                           prompt_name=body.prompt_name)

@@ -44,9 +44,9 @@ async def pooling(body: PoolingRequest, request: Request):
         raise APIError(400, "Give either input or messages (data is only for task 'plugin')", "input")
     served = state.model(body.model)
     prompts = body.input
-    if body.messages is not None:
-        prompts = [messages_prompt(body.messages, served.engine, body.add_generation_prompt,
-                                   body.continue_final_message)]
+    if body.messages is not None:  # the chat template and its tokenizing on the tokenizer thread, not the event loop
+        prompts = [await served.worker.run_in_tokenizer(messages_prompt, body.messages, served.engine,
+                                                        body.add_generation_prompt, body.continue_final_message)]
     params = PoolingParams(dimensions=body.dimensions, normalize=body.normalize, use_activation=body.use_activation,
                            truncate_prompt_tokens=body.truncate_prompt_tokens,
                            truncation_side=body.truncation_side)
