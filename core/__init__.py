@@ -47,7 +47,8 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import version
 
-        return version("poolkit")
+        globals()["__version__"] = value = version("poolkit")  # read once: /version and TEI's /info ask per request
+        return value
     if name in _EXPORTS:
         import importlib
 
